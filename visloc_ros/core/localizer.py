@@ -1,0 +1,176 @@
+"""The ``Localizer``: one loaded map plus its backends, answering ``localize(image) -> Fix``.
+
+image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> pose consensus
+-> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. The node, the CLI and
+the benchmarks all call this object, so what they measure is what the robot runs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import LocalizerConfig
+from .descriptor import CnnDescriptor, default_cnn_path, sha256_file
+from .encoder import Encoder
+from .errors import ImageError, MapError
+from .geo import enu_to_geodetic
+from .map_db import MapData, load_map
+from .pose import PoseModel, estimate, yaw_from_quat
+from .preprocess import LowLight, illumination_condition, load_image, resize
+from .som_index import SomIndex
+
+LOCALIZED, UNCERTAIN = "LOCALIZED", "UNCERTAIN"
+
+
+@dataclass
+class Fix:
+    """One localization answer. ``ok`` is False when the fix is withheld (``message`` says why)."""
+
+    ok: bool
+    state: str
+    xyz: np.ndarray
+    yaw: float
+    cov2: np.ndarray
+    cov6: np.ndarray
+    score: float
+    support: float
+    best_id: int
+    cell: int
+    candidate_ids: np.ndarray
+    candidate_scores: np.ndarray
+    lat: float = float("nan")
+    lon: float = float("nan")
+    alt: float = float("nan")
+    condition: str = ""
+    stamp: float | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def latency_ms(self) -> float:
+        return float(sum(self.timings_ms.values()))
+
+
+class Localizer:
+    """Owns a loaded map, the CNN and the map's encoder; thread-compatible (one call at a time)."""
+
+    def __init__(self, map_path: str | Path | MapData, config: LocalizerConfig | None = None,
+                 cnn_model: str | Path | None = None):
+        self.config = config or LocalizerConfig(map_path=str(map_path))
+        self.map = map_path if isinstance(map_path, MapData) else load_map(map_path)
+        meta = self.map.meta
+        cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
+        want = meta.get("cnn", {}).get("sha256")
+        if want and sha256_file(cnn_path) != want:
+            raise MapError(f"map {self.map.path} was built with a different CNN model than {cnn_path} "
+                           f"(sha256 {want[:12]}...); rebuild the map or use the model it was built with")
+        c = self.config
+        self.cnn = CnnDescriptor(cnn_path, c.backend, c.threads)
+        self.encoder = Encoder(self.map.encoder_path, c.backend, c.threads)
+        self.index = SomIndex(self.map.codebook, np.asarray(self.map.latents), self.map.places.cells)
+        pm = meta.get("pose_model", {})
+        spacing = float(pm.get("spacing", 1.0))
+        radius = c.consensus_radius_m or float(pm.get("radius", 10.0 * spacing))
+        self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(pm.get("alpha", 1.0)),
+                                    temperature=float(pm.get("temperature", PoseModel.temperature)),
+                                    refine_spacings=float(pm.get("refine_spacings", 0.0)))
+        self.datum = self.map.datum
+        q = self.map.places.quat
+        self._yaws = None if q is None or np.isnan(q).any() else yaw_from_quat(q)
+        self._low_light = LowLight()
+        cnn_meta = meta.get("cnn", {})
+        self._size = (int(cnn_meta.get("image_long_side", c.image_long_side)),
+                      int(cnn_meta.get("image_short_side", c.image_short_side)))
+
+    @property
+    def backend_name(self) -> str:
+        return self.cnn.backend.name
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.datum is not None
+
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, str]:
+        """Raw RGB -> CNN input (low light as configured, resized); also the illumination condition."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+            raise ImageError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+        cond = illumination_condition(rgb)
+        mode = self.config.low_light
+        if mode == "on" or (mode == "auto" and cond != "day"):
+            rgb = self._low_light(rgb)
+        return resize(rgb, *self._size), cond
+
+    def embed(self, image: np.ndarray | str | Path) -> tuple[np.ndarray, str, dict[str, float]]:
+        """Image (HxWx3 uint8 RGB, or a path) -> latent, illumination condition, stage timings (ms)."""
+        t = {}
+        t0 = time.perf_counter()
+        rgb = load_image(image) if isinstance(image, (str, Path)) else image
+        t["decode"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        x, cond = self.prepare(rgb)
+        t["preprocess"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        d = self.cnn(x)
+        t["cnn"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        z = self.encoder(d)
+        t["encoder"] = (time.perf_counter() - t0) * 1e3
+        return z, cond, t
+
+    def localize(self, image: np.ndarray | str | Path, stamp: float | None = None) -> Fix:
+        """Localize one image (HxWx3 uint8 RGB, or a path)."""
+        z, cond, t = self.embed(image)
+        fix = self.localize_latent(z, timings=t)
+        fix.condition, fix.stamp = cond, stamp
+        return fix
+
+    def localize_latent(self, z: np.ndarray, exclude: int | None = None, timings: dict | None = None,
+                        n_candidates: int | None = None) -> Fix:
+        """Index lookup + pose from a latent.
+
+        The pose uses the ``top_k`` best places; ``n_candidates`` (>= top_k) places are returned in the
+        fix for a temporal filter. ``exclude`` leaves one place out (calibration).
+        """
+        c = self.config
+        t = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        n = max(n_candidates or c.top_k, c.top_k)
+        hits = self.index.query(z, n + (1 if exclude is not None else 0), c.n_probe, c.min_candidates)
+        ids, sims = hits.ids, hits.scores
+        if exclude is not None:
+            keep = ids != exclude
+            ids, sims = ids[keep][:n], sims[keep][:n]
+        t["index"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        pl = self.map.places
+        top, top_s = ids[:c.top_k], sims[:c.top_k]
+        est = estimate(pl.xyz[top], top_s, self.pose_model, None if self._yaws is None else self._yaws[top])
+        best = int(top[est.inliers[np.argmax(top_s[est.inliers])]])
+        score = float(np.clip(sims[0], 0.0, 1.0))
+        ok = score >= c.min_score
+        fix = Fix(ok, LOCALIZED if ok else UNCERTAIN, est.xyz, est.yaw, est.cov2, est.cov6, score, est.support,
+                  best, int(self.index.cells[best]), ids, sims, timings_ms=t,
+                  message="" if ok else f"best match score {score:.3f} is below min_score {c.min_score:.3f}")
+        self.set_geodetic(fix)
+        t["pose"] = (time.perf_counter() - t0) * 1e3
+        return fix
+
+    def set_geodetic(self, fix: Fix) -> None:
+        """Fill the fix's lat/lon/alt from its map-frame position (georeferenced maps)."""
+        if self.datum is not None:
+            lat, lon, alt = enu_to_geodetic(fix.xyz, self.datum)
+            fix.lat, fix.lon, fix.alt = float(lat), float(lon), float(alt)
+
+    def predict_gps(self, image: np.ndarray | str | Path) -> np.ndarray:
+        """``np.array([lat, lon])`` of an image (RGB array or path); the map must be georeferenced."""
+        if not self.georeferenced:
+            raise MapError(f"map {self.map.path} is not georeferenced: predict_gps needs a map built from lat/lon")
+        f = self.localize(image)
+        return np.array([f.lat, f.lon])
+
+    def close(self) -> None:
+        self.cnn.close()
+        self.encoder.close()

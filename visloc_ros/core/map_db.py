@@ -1,0 +1,230 @@
+"""The map folder: ``map.yaml``, ``places.sqlite``, ``descriptors.npy``, ``latents.npy``,
+``som_codebook.npy``, ``encoder.onnx``.
+
+Written atomically: everything goes into a hidden temp folder beside the target, ``map.yaml`` last,
+then one rename. A folder without ``map.yaml`` is an interrupted write and is refused on load, as is a
+format version newer than this code, or files that disagree on the number of places.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import MapError
+from .geo import Datum
+
+FORMAT_VERSION = 1
+MAP_YAML = "map.yaml"
+PLACES_DB = "places.sqlite"
+DESCRIPTORS = "descriptors.npy"
+LATENTS = "latents.npy"
+CODEBOOK = "som_codebook.npy"
+
+_SCHEMA = """
+CREATE TABLE places (
+    id INTEGER PRIMARY KEY,      -- row of descriptors.npy / latents.npy
+    image TEXT NOT NULL,         -- image path as given when the map was built
+    x REAL NOT NULL, y REAL NOT NULL, z REAL NOT NULL,   -- map frame (ENU metres when georeferenced)
+    qx REAL, qy REAL, qz REAL, qw REAL,                  -- orientation in the map frame, when known
+    lat REAL, lon REAL, alt REAL,                        -- WGS84, when georeferenced
+    stamp_ns INTEGER,
+    session TEXT NOT NULL,       -- capture session (build or `visloc map add` run)
+    condition TEXT,
+    cell INTEGER NOT NULL        -- SOM cell (row * cols + col)
+);
+CREATE INDEX places_cell ON places(cell);
+"""
+
+
+@dataclass
+class Places:
+    """Place attributes as arrays, row ``i`` = place id ``i``."""
+
+    images: list[str]
+    xyz: np.ndarray
+    quat: np.ndarray | None = None
+    latlonalt: np.ndarray | None = None
+    stamp_ns: np.ndarray | None = None
+    session: list[str] = field(default_factory=list)
+    condition: list[str] | None = None
+    cells: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def concat(self, other: "Places") -> "Places":
+        def cat(a, b, n_a, n_b, width):
+            if a is None and b is None:
+                return None
+            a = np.full((n_a, width), np.nan) if a is None else a.reshape(n_a, -1)
+            b = np.full((n_b, width), np.nan) if b is None else b.reshape(n_b, -1)
+            return np.concatenate([a, b])
+        n, m = len(self), len(other)
+        stamp = None
+        if self.stamp_ns is not None or other.stamp_ns is not None:
+            stamp = np.concatenate([self.stamp_ns if self.stamp_ns is not None else np.full(n, -1),
+                                    other.stamp_ns if other.stamp_ns is not None else np.full(m, -1)]).astype(np.int64)
+        cond = None
+        if self.condition is not None or other.condition is not None:
+            cond = (self.condition or [""] * n) + (other.condition or [""] * m)
+        return Places(self.images + other.images, np.concatenate([self.xyz, other.xyz]),
+                      cat(self.quat, other.quat, n, m, 4), cat(self.latlonalt, other.latlonalt, n, m, 3),
+                      stamp, self.session + other.session, cond,
+                      None if self.cells is None or other.cells is None else np.concatenate([self.cells, other.cells]))
+
+
+def _write_places(path: Path, p: Places) -> None:
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(_SCHEMA)
+        def opt(a, i, j):
+            if a is None:
+                return None
+            v = float(a[i, j])
+            return None if np.isnan(v) else v
+        rows = []
+        for i in range(len(p)):
+            rows.append((i, p.images[i], *map(float, p.xyz[i]),
+                         *(opt(p.quat, i, j) for j in range(4)), *(opt(p.latlonalt, i, j) for j in range(3)),
+                         None if p.stamp_ns is None or p.stamp_ns[i] < 0 else int(p.stamp_ns[i]),
+                         p.session[i], None if p.condition is None else p.condition[i], int(p.cells[i])))
+        con.executemany("INSERT INTO places VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        con.commit()
+    finally:
+        con.close()
+
+
+def _read_places(path: Path) -> Places:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT image, x, y, z, qx, qy, qz, qw, lat, lon, alt, stamp_ns, session, condition, cell "
+                           "FROM places ORDER BY id").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise MapError(f"{path} is not a readable places database: {e}") from None
+    finally:
+        con.close()
+    if not rows:
+        return Places([], np.zeros((0, 3)), session=[], cells=np.zeros(0, np.int32))
+    cols = list(zip(*rows))
+    num = lambda c: np.array([np.nan if v is None else v for v in c], dtype=float)  # noqa: E731
+    quat = np.stack([num(cols[j]) for j in range(4, 8)], 1)
+    lla = np.stack([num(cols[j]) for j in range(8, 11)], 1)
+    stamp = np.array([-1 if v is None else v for v in cols[11]], dtype=np.int64)
+    return Places(list(cols[0]), np.stack([num(cols[j]) for j in range(1, 4)], 1),
+                  None if np.isnan(quat).all() else quat, None if np.isnan(lla).all() else lla,
+                  None if (stamp < 0).all() else stamp, list(cols[12]),
+                  None if all(v is None for v in cols[13]) else [v or "" for v in cols[13]],
+                  np.array(cols[14], dtype=np.int32))
+
+
+@dataclass
+class MapData:
+    """A loaded (or about to be written) map."""
+
+    path: Path
+    meta: dict
+    places: Places
+    descriptors: np.ndarray   # (N, D) float16 raw CNN descriptors (memory-mapped when loaded)
+    latents: np.ndarray       # (N, L) float32 L2-normalised (memory-mapped when loaded)
+    codebook: np.ndarray      # (rows, cols, L) float32
+
+    @property
+    def datum(self) -> Datum | None:
+        d = self.meta.get("datum")
+        return Datum(float(d["lat"]), float(d["lon"]), float(d.get("alt", 0.0))) if d else None
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.path / self.meta["encoder"]["file"]
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+
+def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
+              codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False) -> Path:
+    """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in."""
+    out = Path(out).absolute()
+    n = len(places)
+    if not (len(descriptors) == len(latents) == n == len(places.cells)):
+        raise MapError(f"refusing to write an inconsistent map: {n} places, {len(descriptors)} descriptors, "
+                       f"{len(latents)} latents")
+    if out.exists() and not overwrite:
+        raise MapError(f"{out} already exists (use --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        np.save(tmp / DESCRIPTORS, np.ascontiguousarray(descriptors, dtype=np.float16))
+        np.save(tmp / LATENTS, np.ascontiguousarray(latents, dtype=np.float32))
+        np.save(tmp / CODEBOOK, np.ascontiguousarray(codebook, dtype=np.float32))
+        shutil.copyfile(encoder_file, tmp / "encoder.onnx")
+        _write_places(tmp / PLACES_DB, places)
+        meta = dict(meta)
+        meta.update({"format_version": FORMAT_VERSION, "n_places": n,
+                     "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        meta["encoder"] = dict(meta.get("encoder", {}), file="encoder.onnx")
+        with open(tmp / MAP_YAML, "w") as fh:  # last: its presence marks a complete map
+            yaml.safe_dump(meta, fh, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_map(path: str | Path, mmap: bool = True) -> MapData:
+    """Load and check a map folder; every problem is a one-line :class:`MapError`."""
+    p = Path(path)
+    if not p.exists():
+        raise MapError(f"map folder {p} does not exist")
+    if not p.is_dir():
+        raise MapError(f"{p} is not a folder (a map is a folder made by `visloc build-map`)")
+    if not (p / MAP_YAML).is_file():
+        raise MapError(f"{p} is not a complete map (no {MAP_YAML}): its write was interrupted or it is not a map; "
+                       f"rebuild it with `visloc build-map`")
+    try:
+        meta = yaml.safe_load((p / MAP_YAML).read_text())
+    except yaml.YAMLError as e:
+        raise MapError(f"{p / MAP_YAML} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise MapError(f"{p / MAP_YAML} has no format_version: not a visloc_ros map")
+    v = meta["format_version"]
+    if not isinstance(v, int) or v > FORMAT_VERSION:
+        raise MapError(f"{p} has map format version {v}, newer than this visloc_ros reads ({FORMAT_VERSION}); "
+                       f"upgrade visloc_ros or rebuild the map")
+    missing = [f for f in (PLACES_DB, DESCRIPTORS, LATENTS, CODEBOOK, meta.get("encoder", {}).get("file", "encoder.onnx"))
+               if not (p / f).is_file()]
+    if missing:
+        raise MapError(f"map {p} is incomplete: missing {', '.join(missing)}; rebuild it with `visloc build-map`")
+    try:
+        desc = np.load(p / DESCRIPTORS, mmap_mode="r" if mmap else None)
+        lat = np.load(p / LATENTS, mmap_mode="r" if mmap else None)
+        cb = np.load(p / CODEBOOK)
+    except (ValueError, OSError) as e:
+        raise MapError(f"map {p} has an unreadable array file: {e}") from None
+    places = _read_places(p / PLACES_DB)
+    n = meta.get("n_places")
+    if not (len(places) == len(desc) == len(lat) == n):
+        raise MapError(f"map {p} is inconsistent: map.yaml says {n} places, places.sqlite has {len(places)}, "
+                       f"descriptors {len(desc)}, latents {len(lat)}; rebuild it")
+    if n == 0:
+        raise MapError(f"map {p} has no places")
+    return MapData(p, meta, places, desc, lat, cb)

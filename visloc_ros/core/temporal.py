@@ -1,0 +1,99 @@
+"""Sequence localization: a particle filter over map positions, fed by each frame's retrieval.
+
+Motion: odometry deltas (map-frame x, y) when given, else a constant-velocity model with unknown
+speed (each particle carries a velocity in map units per frame). Observation: a mixture of Gaussians
+at the frame's candidate places, weighted by similarity, plus a floor so that no single bad frame
+kills the filter. A share of particles is re-drawn around each frame's candidates (sensor
+resetting), so a kidnapped robot is recovered within a few frames. The output covariance is the
+particles' weighted covariance plus the map's spacing floor.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .localizer import Fix, Localizer
+from .pose import weights
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    particles: int = 2000
+    candidates: int = 50          # places per frame used as evidence
+    reset_fraction: float = 0.05  # particles re-drawn around the candidates each frame
+    obs_sigma_spacings: float = 1.5
+    pos_noise_spacings: float = 0.5
+    vel_noise_spacings: float = 0.3
+    init_speed_spacings: float = 2.0
+    outlier_floor: float = 0.05
+    seed: int = 0
+
+
+class SequenceFilter:
+    """Wraps a :class:`Localizer`; ``update(image, odom_delta=None) -> Fix`` per frame."""
+
+    def __init__(self, localizer: Localizer, params: FilterParams = FilterParams()):
+        self.loc = localizer
+        self.p = params
+        self.rng = np.random.default_rng(params.seed)
+        self.spacing = localizer.pose_model.spacing
+        self.pos = None
+        self.vel = None
+        self.frames = 0
+
+    def reset(self) -> None:
+        self.pos = self.vel = None
+        self.frames = 0
+
+    def _draw_around(self, xy: np.ndarray, wc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pick = self.rng.choice(len(xy), n, p=wc / wc.sum())
+        pos = xy[pick] + self.rng.normal(0, self.p.obs_sigma_spacings * self.spacing, (n, 2))
+        vel = self.rng.normal(0, self.p.init_speed_spacings * self.spacing, (n, 2))
+        return pos, vel
+
+    def update(self, image: np.ndarray, odom_delta: np.ndarray | None = None, stamp: float | None = None) -> Fix:
+        """One frame: localize, predict particles, weight by the candidates, resample, estimate."""
+        loc, p, s = self.loc, self.p, self.spacing
+        z, cond, timings = loc.embed(image)
+        fix = loc.localize_latent(z, timings=timings, n_candidates=p.candidates)
+        fix.condition, fix.stamp = cond, stamp
+        t0 = time.perf_counter()
+        cxy = loc.map.places.xyz[fix.candidate_ids, :2]
+        wc = weights(fix.candidate_scores, loc.pose_model.temperature)
+        n = p.particles
+        if self.pos is None:
+            self.pos, self.vel = self._draw_around(cxy, wc, n)
+        elif odom_delta is not None:
+            self.pos += np.asarray(odom_delta, float)[:2] + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
+        else:
+            self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
+            self.pos += self.vel + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
+        d2 = ((self.pos[:, None, :] - cxy[None]) ** 2).sum(2)
+        lik = (np.exp(-0.5 * d2 / (p.obs_sigma_spacings * s) ** 2) * (wc / wc.sum())[None]).sum(1) + p.outlier_floor
+        w = lik / lik.sum()
+        # systematic resampling, then sensor resetting around this frame's candidates
+        idx = np.minimum(np.searchsorted(np.cumsum(w), (self.rng.random() + np.arange(n)) / n), n - 1)
+        self.pos, self.vel = self.pos[idx], self.vel[idx]
+        k = int(p.reset_fraction * n)
+        if k:
+            self.pos[:k], self.vel[:k] = self._draw_around(cxy, wc, k)
+        self.frames += 1
+        # estimate: mean shift from the median to the main mode; covariance over all particles
+        centre = np.median(self.pos, axis=0)
+        r = loc.pose_model.radius
+        for _ in range(5):
+            near = np.linalg.norm(self.pos - centre, axis=1) <= r
+            if not near.any():
+                break
+            centre = self.pos[near].mean(0)
+        d = self.pos - centre
+        fix.cov2 = (d.T @ d) / n + (s ** 2) * np.eye(2)  # a split belief stays wide
+        fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
+        fix.cov6 = fix.cov6.copy()
+        fix.cov6[:2, :2] = fix.cov2
+        fix.support = float(np.mean(np.linalg.norm(d, axis=1) <= r))
+        loc.set_geodetic(fix)
+        fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
+        return fix
