@@ -37,7 +37,8 @@ $PIP install -q "torch==2.13.0"
 $PIP install -q -r requirements.txt
 
 log "installing visloc_ros (editable) with console scripts"
-$PIP install -q --no-deps --no-build-isolation -e .
+# compat mode: a plain path entry, so the package merges with the rosidl-generated visloc_ros.msg
+$PIP install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 
 log "building the visloc_ros messages against the ROS 2 wheels"
 "$VENV/bin/python" scripts/fix_ros_wheel_cmake.py "$VENV"

@@ -1,0 +1,61 @@
+"""Shared fixtures: generated datasets and a tiny map built once per test session."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from visloc_ros.core.geo import Datum
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VISLOC_EVAL_DATA", REPO.parent / "shared" / "data"))
+DATUM = Datum(31.2620, 34.8040, 280.0)
+
+
+@pytest.fixture(scope="session")
+def synth_xy(tmp_path_factory):
+    """A 30-place dataset in a local x/y frame."""
+    from visloc_ros.core.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synth_xy"), n_places=30, n_queries=15, seed=1)
+
+
+@pytest.fixture(scope="session")
+def synth_geo(tmp_path_factory):
+    """A 30-place georeferenced dataset (lat/lon)."""
+    from visloc_ros.core.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synth_geo"), n_places=30, n_queries=15, seed=2, datum=DATUM)
+
+
+@pytest.fixture(scope="session")
+def geo_map(synth_geo, tmp_path_factory):
+    """A map built from ``synth_geo`` (short encoder training: it is a test)."""
+    from visloc_ros.core.build import build_map
+    from visloc_ros.core.dataset import read_csv
+    from visloc_ros.core.encoder import EncoderTraining
+
+    out = tmp_path_factory.mktemp("maps") / "geo"
+    build_map(read_csv(synth_geo[0]), out, training=EncoderTraining(latent_dim=64, steps=150))
+    return out
+
+
+@pytest.fixture(scope="session")
+def xy_map(synth_xy, tmp_path_factory):
+    from visloc_ros.core.build import build_map
+    from visloc_ros.core.dataset import read_csv
+    from visloc_ros.core.encoder import EncoderTraining
+
+    out = tmp_path_factory.mktemp("maps") / "xy"
+    build_map(read_csv(synth_xy[0]), out, training=EncoderTraining(latent_dim=64, steps=150))
+    return out
+
+
+def run_visloc(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a subprocess (as a user would)."""
+    exe = Path(sys.executable).with_name("visloc")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
+    return subprocess.run(cmd + ["-q", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)

@@ -1,0 +1,109 @@
+"""The `visloc` command end to end, through subprocesses, as a user runs it."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import run_visloc
+
+COMMANDS = [[], ["build-map"], ["add-places"], ["localize"], ["eval"], ["map", "info"], ["models", "export"],
+            ["models", "check"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_everywhere(cmd):
+    r = run_visloc(*cmd, "--help")
+    assert r.returncode == 0 and "usage: visloc" in r.stdout
+
+
+def test_build_localize_eval(tmp_path, synth_geo):
+    map_csv, q_csv = synth_geo
+    m = tmp_path / "map"
+    r = run_visloc("build-map", "--images-csv", str(map_csv), "--out", str(m), "--encoder-steps", "100",
+                   "--latent-dim", "64")
+    assert r.returncode == 0, r.stderr
+    assert "30 places" in r.stdout and "georeferenced" in r.stdout
+    pred = tmp_path / "pred.csv"
+    r = run_visloc("localize", "--map", str(m), "--images-csv", str(q_csv), "--out", str(pred))
+    assert r.returncode == 0, r.stderr
+    lines = pred.read_text().splitlines()
+    assert lines[0] == "image,x,y,z,yaw,lat,lon,cov_xx,cov_xy,cov_yy,score,latency_ms"
+    assert len(lines) == 16 and lines[1].startswith("query/00000.jpg,")
+    assert all(row.split(",")[5] for row in lines[1:])  # lat filled: georeferenced
+    r = run_visloc("eval", "--pred", str(pred), "--truth", str(q_csv), "--radius", "2", "5",
+                   "--map", str(m), "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    # chance (a random place of 30 on a 60 m loop) is about 17 % within 5 m
+    assert rep["overall"]["within_5"] >= 0.6 and set(rep["by_condition"]) <= {"day", "night"}
+    assert (tmp_path / "ev" / "trajectory.png").stat().st_size > 10_000
+    r = run_visloc("localize", "--sequence", "--map", str(m), "--images-csv", str(q_csv), "--out", str(pred))
+    assert r.returncode == 0, r.stderr
+    r = run_visloc("map", "info", str(m))
+    assert r.returncode == 0 and yaml.safe_load(r.stdout)["n_places"] == 30
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("visloc")]
+    assert len(err) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+
+
+def test_corrupt_images_are_skipped_or_fail_cleanly(tmp_path, synth_xy):
+    src = synth_xy[0].parent
+    work = tmp_path / "d"
+    shutil.copytree(src, work)
+    (work / "map" / "00003.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken jpeg")
+    r = run_visloc("build-map", "--images-csv", str(work / "map.csv"), "--out", str(tmp_path / "m"),
+                   "--encoder-steps", "50", "--latent-dim", "32")
+    assert r.returncode == 0, r.stderr
+    assert "00003.jpg" in r.stderr and "29 places (1 images skipped)" in r.stdout
+    for p in (work / "map").glob("*.jpg"):
+        p.write_bytes(b"junk")
+    r = run_visloc("build-map", "--images-csv", str(work / "map.csv"), "--out", str(tmp_path / "m2"))
+    _one_line_error(r, "none of the 30 images could be read")
+    assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2*"))
+
+
+def test_bad_csvs(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    _one_line_error(run_visloc("build-map", "--images-csv", str(empty), "--out", str(tmp_path / "m")), "empty")
+    nopos = tmp_path / "nopos.csv"
+    nopos.write_text("image,condition\na.jpg,day\n")
+    _one_line_error(run_visloc("build-map", "--images-csv", str(nopos), "--out", str(tmp_path / "m")),
+                    "no position columns")
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_maps(tmp_path, xy_map, synth_xy):
+    q = str(synth_xy[1])
+    out = str(tmp_path / "p.csv")
+    _one_line_error(run_visloc("localize", "--map", str(tmp_path / "nomap"), "--images-csv", q, "--out", out),
+                    "does not exist")
+    half = tmp_path / "half"
+    shutil.copytree(xy_map, half)
+    (half / "map.yaml").unlink()
+    _one_line_error(run_visloc("localize", "--map", str(half), "--images-csv", q, "--out", out), "interrupted")
+    newer = tmp_path / "newer"
+    shutil.copytree(xy_map, newer)
+    meta = yaml.safe_load((newer / "map.yaml").read_text())
+    meta["format_version"] = 99
+    (newer / "map.yaml").write_text(yaml.safe_dump(meta))
+    _one_line_error(run_visloc("localize", "--map", str(newer), "--images-csv", q, "--out", out), "version 99")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_tensorrt_backend_missing_is_one_line(xy_map, synth_xy, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt installed")
+    except ImportError:
+        pass
+    r = run_visloc("localize", "--map", str(xy_map), "--images-csv", str(synth_xy[1]), "--out",
+                   str(tmp_path / "p.csv"), "--backend", "tensorrt")
+    _one_line_error(r, "tensorrt")

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from visloc_ros.core.build import add_places, build_map
+from visloc_ros.core.dataset import read_csv
+from visloc_ros.core.errors import DatasetError, MapError
+from visloc_ros.core.geo import geodetic_to_enu
+from visloc_ros.core.localizer import Localizer
+from visloc_ros.core.map_db import load_map
+from visloc_ros.core.synthetic import make_dataset
+
+
+def test_map_contents(geo_map):
+    m = load_map(geo_map)
+    assert len(m) == 30 and m.meta["georeferenced"] and m.meta["has_orientation"]
+    assert m.meta["pose_model"]["alpha"] > 0 and m.meta["calibration"]["n"] > 0
+    assert (geo_map / "encoder.onnx").is_file()
+
+
+def test_localizes_queries_at_their_place(geo_map, synth_geo):
+    loc = Localizer(geo_map)
+    q = read_csv(synth_geo[1])
+    errs, covs = [], []
+    for i in range(len(q)):
+        f = loc.localize(q.path(i))
+        assert f.ok and f.state == "LOCALIZED"
+        truth = geodetic_to_enu(q.latlonalt[i, 0], q.latlonalt[i, 1], 0.0, loc.datum)
+        errs.append(np.linalg.norm(f.xyz[:2] - truth[:2]))
+        covs.append(np.trace(f.cov2))
+        assert np.all(np.linalg.eigvalsh(f.cov2) > 0)
+        assert f.cov6.shape == (6, 6) and np.all(np.diag(f.cov6) > 0)
+        assert set(f.timings_ms) >= {"decode", "preprocess", "cnn", "encoder", "index", "pose"}
+        assert np.isfinite(f.yaw) and 0 <= f.score <= 1
+    assert np.median(errs) < 2.0  # places are 2 m apart
+    assert len(set(np.round(covs, 6))) > 1  # never a constant covariance
+
+
+def test_predict_gps(geo_map, synth_geo):
+    loc = Localizer(geo_map)
+    q = read_csv(synth_geo[1])
+    ll = loc.predict_gps(q.path(0))
+    assert ll.shape == (2,)
+    assert np.linalg.norm((ll - q.latlonalt[0, :2]) * [111e3, 95e3]) < 5.0
+    from visloc_ros.core.preprocess import load_image
+    assert np.allclose(loc.predict_gps(load_image(q.path(0))), ll)
+
+
+def test_predict_gps_needs_georeferenced_map(xy_map):
+    with pytest.raises(MapError, match="not georeferenced"):
+        Localizer(xy_map).predict_gps(np.zeros((240, 320, 3), np.uint8))
+
+
+def test_min_score_withholds_the_fix(xy_map, synth_xy):
+    from visloc_ros.core.config import LocalizerConfig
+    loc = Localizer(xy_map, LocalizerConfig(min_score=1.0))
+    f = loc.localize(read_csv(synth_xy[1]).path(0))
+    assert not f.ok and f.state == "UNCERTAIN" and "below min_score" in f.message
+
+
+def test_cnn_mismatch_is_refused(xy_map, tmp_path):
+    import shutil
+    from visloc_ros.core.descriptor import default_cnn_path
+    other = tmp_path / "other.onnx"
+    shutil.copyfile(default_cnn_path(), other)
+    with open(other, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(MapError, match="different CNN"):
+        Localizer(xy_map, cnn_model=other)
+
+
+def test_add_places_grows_the_map(tmp_path):
+    from visloc_ros.core.encoder import EncoderTraining
+    a = make_dataset(tmp_path / "a", n_places=20, n_queries=5, seed=5)
+    b = make_dataset(tmp_path / "b", n_places=20, n_queries=5, seed=6)
+    m = build_map(read_csv(a[0]), tmp_path / "map", training=EncoderTraining(latent_dim=32, steps=60))
+    ds_b = read_csv(b[0])
+    ds_b.xyz = ds_b.xyz + np.array([100.0, 0, 0])  # a second area
+    ds_b.root = b[0].parent
+    import csv
+    rows = [{"image": n, "x": f"{p[0]:.3f}", "y": f"{p[1]:.3f}"} for n, p in zip(ds_b.images, ds_b.xyz)]
+    with open(b[0].parent / "shifted.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["image", "x", "y"])
+        w.writeheader()
+        w.writerows(rows)
+    m2 = add_places(m.path, read_csv(b[0].parent / "shifted.csv"), "second")
+    assert len(m2) == 40 and m2.meta["sessions"] == ["map", "second"]
+    assert m2.meta["encoder"]["sha256"] == m.meta["encoder"]["sha256"]  # nothing retrained
+    f = Localizer(m2).localize(read_csv(b[1]).path(0))
+    assert f.xyz[0] > 50  # found in the added area
+    with pytest.raises(MapError, match="already has a session"):
+        add_places(m.path, read_csv(b[0].parent / "shifted.csv"), "second")
+    g = make_dataset(tmp_path / "g", n_places=5, n_queries=1, seed=7, datum=__import__(
+        "visloc_ros.core.geo", fromlist=["Datum"]).Datum(31.0, 34.0))
+    with pytest.raises(DatasetError, match="not georeferenced"):
+        add_places(m.path, read_csv(g[0]), "geo")

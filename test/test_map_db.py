@@ -1,0 +1,76 @@
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from visloc_ros.core.errors import MapError
+from visloc_ros.core.map_db import FORMAT_VERSION, Places, load_map, write_map
+
+
+@pytest.fixture
+def parts(tmp_path):
+    n = 5
+    enc = tmp_path / "enc.onnx"
+    enc.write_bytes(b"model")
+    places = Places([f"{i}.jpg" for i in range(n)], np.arange(15, dtype=float).reshape(5, 3),
+                    quat=np.tile([0, 0, 0, 1.0], (n, 1)), session=["s"] * n, cells=np.array([0, 1, 1, 2, 3]))
+    return dict(meta={"datum": None}, places=places, descriptors=np.ones((n, 8)), latents=np.ones((n, 4)),
+                codebook=np.zeros((2, 2, 4)), encoder_file=enc)
+
+
+def test_write_load_roundtrip(tmp_path, parts):
+    out = write_map(tmp_path / "m", **parts)
+    m = load_map(out)
+    assert len(m) == 5 and m.meta["format_version"] == FORMAT_VERSION
+    assert m.places.images[3] == "3.jpg" and np.allclose(m.places.xyz, parts["places"].xyz)
+    assert np.array_equal(m.places.cells, [0, 1, 1, 2, 3]) and m.places.latlonalt is None
+    assert isinstance(m.latents, np.memmap) and m.descriptors.dtype == np.float16
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".m.")]  # no temp folder left
+
+
+def test_no_overwrite_without_force_and_atomic_replace(tmp_path, parts):
+    write_map(tmp_path / "m", **parts)
+    with pytest.raises(MapError, match="already exists"):
+        write_map(tmp_path / "m", **parts)
+    parts["places"].images[0] = "new.jpg"
+    write_map(tmp_path / "m", overwrite=True, **parts)
+    assert load_map(tmp_path / "m").places.images[0] == "new.jpg"
+
+
+def test_interrupted_write_is_refused_and_old_map_survives(tmp_path, parts, monkeypatch):
+    write_map(tmp_path / "m", **parts)
+    import visloc_ros.core.map_db as mdb
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mdb, "_write_places", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_map(tmp_path / "m", overwrite=True, **parts)
+    assert len(load_map(tmp_path / "m")) == 5  # the previous map is intact
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".m.tmp")]
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "latents.npy").write_bytes(b"")
+    with pytest.raises(MapError, match="not a complete map .no map.yaml.: its write was interrupted"):
+        load_map(half)
+
+
+def test_version_missing_files_and_inconsistency(tmp_path, parts):
+    out = write_map(tmp_path / "m", **parts)
+    with pytest.raises(MapError, match="does not exist"):
+        load_map(tmp_path / "none")
+    meta = yaml.safe_load((out / "map.yaml").read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (out / "map.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(MapError, match="newer than this visloc_ros reads"):
+        load_map(out)
+    meta["format_version"] = FORMAT_VERSION
+    meta["n_places"] = 6
+    (out / "map.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(MapError, match="inconsistent"):
+        load_map(out)
+    (out / "latents.npy").unlink()
+    with pytest.raises(MapError, match="missing latents.npy"):
+        load_map(out)

@@ -1,0 +1,38 @@
+import numpy as np
+
+from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, PoseModel, estimate, fit_alpha, mahalanobis2,
+                                  quat_from_yaw, yaw_from_quat)
+
+
+def test_yaw_quaternion_roundtrip_ros_order():
+    yaw = np.linspace(-3.0, 3.0, 13)
+    q = quat_from_yaw(yaw)
+    assert np.allclose(q[:, :2], 0) and np.allclose(np.linalg.norm(q, axis=1), 1)
+    assert np.allclose(yaw_from_quat(q), yaw)
+    assert np.allclose(quat_from_yaw(np.pi / 2), [0, 0, np.sqrt(0.5), np.sqrt(0.5)])  # x, y, z, w
+
+
+def test_consensus_drops_outliers_and_covariance_is_honest():
+    m = PoseModel(radius=5.0, spacing=1.0, alpha=1.0)
+    pos = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [100, 100, 0], [-80, 50, 0]], float)
+    scores = np.array([0.90, 0.89, 0.88, 0.91, 0.70])  # the single best is an outlier
+    est = estimate(pos, scores, m, yaws=np.array([0.1, 0.2, 0.0, 3.0, -2.0]))
+    assert np.linalg.norm(est.xyz[:2] - [0.33, 0.33]) < 0.5
+    assert set(est.inliers) == {0, 1, 2}
+    assert abs(est.yaw - 0.1) < 0.15
+    # disagreeing candidates widen the covariance; agreeing ones give a tight one
+    tight = estimate(pos[:3], scores[:3], m)
+    assert np.all(np.linalg.eigvalsh(tight.cov2) > 0)
+    assert np.trace(est.cov2) > 10 * np.trace(tight.cov2)
+    assert est.cov6[3, 3] == UNOBSERVED_VAR and est.cov6[5, 5] < 1.0 and tight.cov6[5, 5] == UNOBSERVED_VAR
+
+
+def test_fit_alpha_reaches_95_percent_coverage():
+    rng = np.random.default_rng(0)
+    true_cov = np.diag([4.0, 1.0])
+    err = rng.multivariate_normal([0, 0], true_cov, 4000)
+    raw = np.tile(np.diag([1.0, 0.25]), (len(err), 1, 1))  # right shape, wrong scale (x4)
+    a = fit_alpha(err, raw)
+    assert abs(a - 2.0) < 0.1
+    cover = np.mean(mahalanobis2(err, a * a * raw) <= CHI2_2D_95)
+    assert abs(cover - 0.95) < 0.01
