@@ -8,7 +8,7 @@ import yaml
 from conftest import run_visloc
 
 COMMANDS = [[], ["build-map"], ["add-places"], ["localize"], ["eval"], ["map", "info"], ["models", "export"],
-            ["models", "check"]]
+            ["models", "check"], ["synth"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -57,12 +57,12 @@ def test_corrupt_images_are_skipped_or_fail_cleanly(tmp_path, synth_xy):
     src = synth_xy[0].parent
     work = tmp_path / "d"
     shutil.copytree(src, work)
-    (work / "map" / "00003.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken jpeg")
+    (work / "ref" / "00003.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken jpeg")
     r = run_visloc("build-map", "--images-csv", str(work / "map.csv"), "--out", str(tmp_path / "m"),
                    "--encoder-steps", "50", "--latent-dim", "32")
     assert r.returncode == 0, r.stderr
     assert "00003.jpg" in r.stderr and "29 places (1 images skipped)" in r.stdout
-    for p in (work / "map").glob("*.jpg"):
+    for p in (work / "ref").glob("*.jpg"):
         p.write_bytes(b"junk")
     r = run_visloc("build-map", "--images-csv", str(work / "map.csv"), "--out", str(tmp_path / "m2"))
     _one_line_error(r, "none of the 30 images could be read")

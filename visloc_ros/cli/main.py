@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": "visloc_ros.cli.evaluate",
     "map": "visloc_ros.cli.map_info",
     "models": "visloc_ros.cli.models",
+    "synth": "visloc_ros.cli.synth",
 }
 
 

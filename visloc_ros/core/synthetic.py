@@ -56,7 +56,7 @@ def make_dataset(out: str | Path, n_places: int = 40, n_queries: int = 20, seed:
                  datum: Datum | None = None, night_fraction: float = 0.5) -> tuple[Path, Path]:
     """Write ``map.csv``, ``queries.csv`` and their JPEGs under ``out``; returns the two CSV paths."""
     out = Path(out)
-    (out / "map").mkdir(parents=True, exist_ok=True)
+    (out / "ref").mkdir(parents=True, exist_ok=True)
     (out / "query").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     radius = n_places * spacing / (2 * np.pi)
@@ -80,7 +80,7 @@ def make_dataset(out: str | Path, n_places: int = 40, n_queries: int = 20, seed:
 
     map_names = []
     for i, s in enumerate(scenes):
-        name = f"map/{i:05d}.jpg"
+        name = f"ref/{i:05d}.jpg"
         cv2.imwrite(str(out / name), cv2.cvtColor(s, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         map_names.append(name)
     q_idx = np.sort(rng.choice(n_places, min(n_queries, n_places), replace=False))
