@@ -35,6 +35,7 @@ setup(
     },
     entry_points={"console_scripts": [
         "visloc = visloc_ros.cli.main:main",
+        "localizer_node = visloc_ros.nodes.localizer_node:main",
     ]},
     zip_safe=False,
 )

@@ -198,6 +198,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
                            "refine_spacings": model.refine_spacings},
             "calibration": calib,
             "skipped_images": len(skipped),
+            "image_root": str(ds.root.resolve()),
         }
         write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite)
         encoder.close()

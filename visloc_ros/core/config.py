@@ -93,3 +93,42 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> LocalizerCo
     params = load_params(path) if path else {}
     params.update({k: v for k, v in overrides.items() if v is not None})
     return LocalizerConfig.from_params(params)
+
+
+@dataclass
+class NodeConfig:
+    """The ROS node's own parameters (topics are remapped, not configured: ``image``, ``odom`` ...)."""
+
+    use_compressed: bool = _f(False, "Subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image.")
+    map_frame: str = _f("map", "Frame of the published pose (the map's frame, REP-105).")
+    base_frame: str = _f("base_link", "Robot body frame whose pose is published (after the camera extrinsic).")
+    camera_x: float = _f(0.0, "Camera position in base_frame, x (m).")
+    camera_y: float = _f(0.0, "Camera position in base_frame, y (m).")
+    camera_z: float = _f(0.0, "Camera position in base_frame, z (m).")
+    camera_roll: float = _f(0.0, "Camera orientation in base_frame, roll (rad).")
+    camera_pitch: float = _f(0.0, "Camera orientation in base_frame, pitch (rad).")
+    camera_yaw: float = _f(0.0, "Camera orientation in base_frame, yaw (rad).")
+    max_rate_hz: float = _f(0.0, "Process at most this many frames per second; 0 = as many as the worker takes.")
+    sequence: bool = _f(False, "Accumulate evidence across frames (particle filter, odometry-driven when odom arrives).")
+    lost_after: int = _f(10, "Consecutive withheld frames before the state becomes LOST.")
+    publish_debug_image: bool = _f(False, "Publish /visloc/debug_image (query beside its best map image).")
+    autostart: bool = _f(True, "Configure and activate at start-up, so a plain run localizes right away.")
+    diagnostics_period_s: float = _f(1.0, "Period of /diagnostics messages (s).")
+    marker_scale: float = _f(0.5, "Size of the place markers in /visloc/places (m).")
+
+    def __post_init__(self) -> None:
+        if self.max_rate_hz < 0:
+            raise VislocError("parameter max_rate_hz must be >= 0")
+        if self.lost_after < 1:
+            raise VislocError("parameter lost_after must be >= 1")
+        if self.diagnostics_period_s <= 0:
+            raise VislocError("parameter diagnostics_period_s must be > 0")
+        if self.marker_scale <= 0:
+            raise VislocError("parameter marker_scale must be > 0")
+        if not self.map_frame or not self.base_frame:
+            raise VislocError("parameters map_frame and base_frame must not be empty")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "NodeConfig":
+        kw = {f.name: _coerce(f.name, params[f.name], type(f.default)) for f in dataclasses.fields(cls) if f.name in params}
+        return cls(**kw)

@@ -1,0 +1,197 @@
+"""localizer_node in its own process over real DDS: poses, status, diagnostics, bad input, lifecycle."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from visloc_ros.core.preprocess import load_image  # noqa: E402
+from visloc_ros.msg import LocalizationStatus  # noqa: E402
+
+DOMAIN = str(int(os.environ.get("ROS_DOMAIN_ID", "0")) or 42)
+TOPIC = "/cam/front/image_raw"
+
+
+@pytest.fixture(scope="module")
+def ros():
+    os.environ["ROS_DOMAIN_ID"] = DOMAIN
+    rclpy.init()
+    node = rclpy.create_node("visloc_test_client")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def start_node(map_path: Path | str, *extra: str) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("localizer_node")
+    cmd = [str(exe), "--ros-args", "-p", f"map_path:={map_path}", "-r", f"image:={TOPIC}", *extra]
+    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def spin_until(node, cond, timeout: float) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if cond():
+            return True
+    return False
+
+
+def image_msg(node, rgb: np.ndarray, encoding: str = "rgb8", step: int | None = None, data: bytes | None = None):
+    m = Image()
+    m.header.stamp = node.get_clock().now().to_msg()
+    m.header.frame_id = "camera"
+    m.height, m.width = rgb.shape[:2]
+    m.encoding = encoding
+    m.step = rgb.shape[1] * 3 if step is None else step
+    m.data = rgb.tobytes() if data is None else data
+    return m
+
+
+class Collector:
+    def __init__(self, node):
+        self.poses, self.status, self.diag = [], [], []
+        self.subs = [
+            node.create_subscription(PoseWithCovarianceStamped, "/visloc/pose", self.poses.append, 50),
+            node.create_subscription(LocalizationStatus, "/visloc/status", self.status.append, 50),
+            node.create_subscription(DiagnosticArray, "/diagnostics", self.diag.append, 50),
+        ]
+        self.node = node
+
+    def close(self):
+        for s in self.subs:
+            self.node.destroy_subscription(s)
+
+
+def wait_for_subscriber(node, pub, timeout=20.0) -> bool:
+    return spin_until(node, lambda: pub.get_subscription_count() > 0, timeout)
+
+
+def test_poses_status_diagnostics_over_dds(ros, xy_map, synth_xy):
+    proc = start_node(xy_map)
+    col = Collector(ros)
+    pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+    try:
+        assert wait_for_subscriber(ros, pub), "node never subscribed"
+        q = sorted((synth_xy[1].parent / "query").glob("*.jpg"))[:6]
+        sent = []
+        for p in q:
+            m = image_msg(ros, load_image(p))
+            sent.append((m.header.stamp.sec, m.header.stamp.nanosec))
+            pub.publish(m)
+            spin_until(ros, lambda n=len(sent): len(col.status) >= n, 5.0)
+        assert spin_until(ros, lambda: len(col.poses) >= 5 and col.diag, 10.0)
+        for pm in col.poses:
+            assert (pm.header.stamp.sec, pm.header.stamp.nanosec) in sent  # stamp = image stamp
+            assert pm.header.frame_id == "map"
+            cov = np.array(pm.pose.covariance).reshape(6, 6)
+            assert np.all(np.diag(cov) > 0) and np.all(np.linalg.eigvalsh(cov[:2, :2]) > 0)
+            assert cov[3, 3] >= 1e5  # roll unobserved
+        s = col.status[-1]
+        assert s.state == LocalizationStatus.LOCALIZED and s.state_text == "LOCALIZED"
+        assert len(s.candidate_ids) > 0 and s.som_cell >= 0 and s.latency_ms > 0 and s.condition in ("day", "dusk", "night")
+        d = {kv.key: kv.value for kv in col.diag[-1].status[0].values}
+        assert d["backend"].startswith("onnxruntime") and int(d["map_places"]) == 30
+    finally:
+        ros.destroy_publisher(pub)
+        col.close()
+        out = stop(proc)
+    assert "active: listening on " + TOPIC in out
+
+
+def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy):
+    proc = start_node(xy_map)
+    col = Collector(ros)
+    pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+    odom = ros.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
+    try:
+        assert wait_for_subscriber(ros, pub)
+        rgb = load_image(sorted((synth_xy[1].parent / "query").glob("*.jpg"))[0])
+        bad = [image_msg(ros, rgb, encoding="rgb9"),                       # unknown encoding
+               image_msg(ros, np.zeros((0, 0, 3), np.uint8)),              # zero size
+               image_msg(ros, rgb, step=rgb.shape[1] * 3 + 7)]             # step/size mismatch
+        for m in bad:
+            pub.publish(m)
+            spin_until(ros, lambda: False, 0.4)
+        o = Odometry()
+        o.pose.pose.position.x = float("nan")
+        odom.publish(o)
+        assert spin_until(ros, lambda: sum(s.state == LocalizationStatus.ERROR for s in col.status) >= 3, 10.0)
+        errors = [s.message for s in col.status if s.state == LocalizationStatus.ERROR]
+        assert any("unknown image encoding 'rgb9'" in e for e in errors)
+        assert any("zero size" in e for e in errors)
+        assert any("too small" in e for e in errors)
+        good = image_msg(ros, rgb)
+        pub.publish(good)
+        assert spin_until(ros, lambda: any(p.header.stamp == good.header.stamp for p in col.poses), 10.0)
+        assert proc.poll() is None  # still running
+    finally:
+        ros.destroy_publisher(pub)
+        ros.destroy_publisher(odom)
+        col.close()
+        out = stop(proc)
+    assert "image skipped" in out and "odom: non-finite" in out
+
+
+def _call(ros, client, req, timeout=10.0):
+    assert client.wait_for_service(timeout_sec=20.0), f"no service {client.srv_name}"
+    fut = client.call_async(req)
+    assert spin_until(ros, fut.done, timeout)
+    return fut.result()
+
+
+def test_lifecycle_transitions_and_bad_map(ros, xy_map, tmp_path):
+    proc = start_node(xy_map, "-p", "autostart:=false")
+    change = ros.create_client(ChangeState, "/localizer_node/change_state")
+    get = ros.create_client(GetState, "/localizer_node/get_state")
+    try:
+        assert _call(ros, get, GetState.Request()).current_state.label == "unconfigured"
+        for tid, label in ((Transition.TRANSITION_CONFIGURE, "inactive"), (Transition.TRANSITION_ACTIVATE, "active"),
+                           (Transition.TRANSITION_DEACTIVATE, "inactive"), (Transition.TRANSITION_CLEANUP, "unconfigured")):
+            assert _call(ros, change, ChangeState.Request(transition=Transition(id=tid))).success
+            assert _call(ros, get, GetState.Request()).current_state.label == label
+    finally:
+        ros.destroy_client(change)
+        ros.destroy_client(get)
+        stop(proc)
+    # a half-written map: configure fails with one clear line, the node stays up and says NO_MAP
+    half = tmp_path / "half"
+    half.mkdir()
+    col = Collector(ros)
+    proc = start_node(half)
+    get = ros.create_client(GetState, "/localizer_node/get_state")
+    try:
+        assert spin_until(ros, lambda: any(s.state == LocalizationStatus.NO_MAP for s in col.status), 20.0)
+        assert "interrupted" in [s for s in col.status if s.state == LocalizationStatus.NO_MAP][0].message
+        assert _call(ros, get, GetState.Request()).current_state.label == "unconfigured"
+        assert proc.poll() is None
+    finally:
+        ros.destroy_client(get)
+        col.close()
+        out = stop(proc)
+    assert "configure failed" in out

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes around :mod:`visloc_ros.core`."""
