@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--probes", type=int, nargs="+", default=[4, 8, 16])
-    ap.add_argument("--min-candidates", type=int, default=64)
+    ap.add_argument("--min-candidates", type=int, default=256)
     ap.add_argument("--campus-map", metavar="MAPDIR", help="map built from bgu_campus/map.csv (real latents)")
     ap.add_argument("--campus-queries", metavar="CSV", help="bgu_campus/queries.csv (with --campus-map)")
     ap.add_argument("--no-faiss", action="store_true")

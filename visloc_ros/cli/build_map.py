@@ -16,6 +16,12 @@ def add_parser(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images-csv", metavar="CSV", help="dataset CSV: image, lat,lon[,alt] or x,y[,z], [qx,qy,qz,qw|yaw]")
     src.add_argument("--images-dir", metavar="DIR", help="folder of photos carrying EXIF GPS")
+    src.add_argument("--bag", metavar="BAG", help="rosbag2 with an image topic and a pose topic (images are "
+                                                 "extracted to MAPDIR.images/ beside the map)")
+    p.add_argument("--image-topic", default="/camera/image_raw", help="with --bag (default /camera/image_raw)")
+    p.add_argument("--pose-topic", default="/ground_truth/pose",
+                   help="with --bag: PoseStamped, PoseWithCovarianceStamped or Odometry in the map frame")
+    p.add_argument("--every", type=int, default=1, help="with --bag: keep every N-th image (default 1)")
     p.add_argument("--out", required=True, metavar="MAPDIR", help="map folder to write (atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing map folder")
     p.add_argument("--session", default="map", help="name of this capture session (default: map)")
@@ -33,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.images_csv:
         ds = read_csv(args.images_csv)
+    elif args.bag:
+        from pathlib import Path
+
+        from ..tools.bag import bag_to_dataset
+        folder = Path(str(Path(args.out).absolute()) + ".images")
+        csv_path = bag_to_dataset(args.bag, args.image_topic, args.pose_topic, folder, every=args.every)
+        log.info("extracted %s", csv_path)
+        ds = read_csv(csv_path)
     else:
         ds, skipped = read_image_folder(args.images_dir)
         for s in skipped:

@@ -19,6 +19,7 @@ COMMANDS = {
     "map": "visloc_ros.cli.map_info",
     "models": "visloc_ros.cli.models",
     "synth": "visloc_ros.cli.synth",
+    "bag": "visloc_ros.cli.bag",
 }
 
 

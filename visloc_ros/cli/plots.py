@@ -55,3 +55,48 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
     plt.close(fig)
     return [p1, p2]
 
+
+
+def plot_bag_eval(t_ns, est, truth, cov, ok, out: Path, places=None) -> list[Path]:
+    """Trajectory with 95 % covariance ellipses, and error over time, for `visloc bag eval`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    from ..core.pose import CHI2_2D_95
+
+    t = (np.asarray(t_ns) - t_ns[0]) / 1e9
+    fig, ax = plt.subplots(figsize=(8, 7))
+    if places:
+        p = np.array(places)
+        ax.scatter(p[:, 0], p[:, 1], s=5, c="0.75", label="map places")
+    ax.plot(truth[:, 0], truth[:, 1], "g-", lw=1.5, label="ground truth")
+    ax.plot(est[ok, 0], est[ok, 1], ".", c="tab:blue", ms=4, label="estimate")
+    for i in np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 40)]:
+        vals, vecs = np.linalg.eigh(cov[i])
+        w, h = 2 * np.sqrt(CHI2_2D_95 * np.maximum(vals, 0))
+        ang = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
+        ax.add_patch(Ellipse(est[i, :2], h, w, angle=ang, fill=False, ec="tab:blue", alpha=0.35, lw=0.8))
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title("trajectory with 95 % ellipses")
+    ax.legend(fontsize=8)
+    p1 = out / "trajectory.png"
+    fig.savefig(p1, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    err = np.linalg.norm(est[:, :2] - truth[:, :2], axis=1)
+    sig = np.sqrt(np.trace(cov, axis1=1, axis2=2) / 2)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    ax.plot(t[ok], err[ok], label="position error")
+    ax.plot(t[ok], np.sqrt(CHI2_2D_95) * sig[ok], "--", label="95 % radius (mean axis)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("m")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    p2 = out / "error_over_time.png"
+    fig.savefig(p2, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return [p1, p2]

@@ -43,6 +43,9 @@ class OnnxRuntimeBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # no busy-waiting between runs: the CNN and the encoder sessions share the cores, and spinning
+        # threads of one slow the other (CNN p50 17-21 ms instead of 11 ms on 2 cores: bench_pipeline.py)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers or ["CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(str(p), sess_options=opts, providers=providers)

@@ -33,7 +33,7 @@ class LocalizerConfig:
                         ("off", "on", "auto"))
     top_k: int = _f(20, "Candidates scored exactly and used for the pose consensus.")
     n_probe: int = _f(8, "SOM cells probed per query (best-matching cells first).")
-    min_candidates: int = _f(64, "Probe more cells until at least this many places are scored.")
+    min_candidates: int = _f(256, "Probe more cells until at least this many places are scored.")
     consensus_radius_m: float = _f(0.0, "Candidates further than this from the consensus are dropped; 0 = from map spacing.")
     min_score: float = _f(0.0, "Withhold a fix whose score (0..1) is below this.")
 

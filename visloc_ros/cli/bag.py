@@ -1,0 +1,157 @@
+"""``visloc bag``: rosbag2 tools (MCAP by default, sqlite3 on request) for machines without ``ros2 bag``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .common import add_config_args, config_from, progress_factory
+
+log = logging.getLogger("visloc")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bag", help="rosbag2 tools: from-csv, info, play, eval")
+    s = p.add_subparsers(dest="bag_command", required=True, metavar="ACTION")
+    f = s.add_parser("from-csv", help="a CSV image sequence with poses -> rosbag2 (Image, CameraInfo, Imu, Odometry, "
+                                      "ground truth)")
+    f.add_argument("--images-csv", required=True, metavar="CSV", help="dataset CSV with x,y[,z] and ideally stamp_ns, "
+                                                                      "qx,qy,qz,qw")
+    f.add_argument("--out", required=True, metavar="BAG")
+    f.add_argument("--imu-csv", metavar="CSV", help="EuRoC-style IMU CSV (stamp_ns, gyro xyz, accel xyz)")
+    f.add_argument("--calibration", metavar="YAML", help="camera calibration (EuRoC sensor.yaml) -> CameraInfo")
+    f.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    f.add_argument("--rate", type=float, default=20.0, help="frame rate when the CSV has no stamp_ns (default 20)")
+    f.set_defaults(func=run_from_csv)
+    i = s.add_parser("info", help="topics, types and message counts")
+    i.add_argument("bag")
+    i.set_defaults(func=run_info)
+    pl = s.add_parser("play", help="publish a bag over DDS with its original timing")
+    pl.add_argument("bag")
+    pl.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    pl.add_argument("--loop", action="store_true")
+    pl.add_argument("--topics", nargs="+", metavar="TOPIC", help="only these topics")
+    pl.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO")
+    pl.add_argument("--restamp", action="store_true", help="set header stamps to the publishing time")
+    pl.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort, like sensors)")
+    pl.set_defaults(func=run_play)
+    e = s.add_parser("eval", help="run the localizer over a bag offline and score it against the ground truth")
+    e.add_argument("bag")
+    e.add_argument("--map", required=True, metavar="MAPDIR")
+    e.add_argument("--image-topic", default="/camera/image_raw")
+    e.add_argument("--gt-topic", default="/ground_truth/pose")
+    e.add_argument("--sequence", action="store_true", help="temporal filter across frames")
+    e.add_argument("--out", required=True, metavar="DIR", help="metrics.json, TUM trajectories, plots")
+    add_config_args(e)
+    e.set_defaults(func=run_eval)
+
+
+def run_from_csv(args) -> int:
+    from ..tools.bag import csv_to_bag
+
+    counts = csv_to_bag(args.images_csv, args.out, args.imu_csv, args.calibration, args.storage, args.rate,
+                        progress=progress_factory(args))
+    print(f"wrote {args.out} ({args.storage}): " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
+
+
+def run_info(args) -> int:
+    from ..tools.bag import topics
+
+    for t, (typ, n) in sorted(topics(args.bag).items()):
+        print(f"{t:30s} {typ:40s} {n}")
+    return 0
+
+
+def run_play(args) -> int:
+    from ..core.errors import VislocError
+    from ..nodes.bag_player import play
+
+    remaps = {}
+    for r in args.remap:
+        if ":=" not in r:
+            raise VislocError(f"--remap expects FROM:=TO, got '{r}'")
+        a, b = r.split(":=", 1)
+        remaps[a] = b
+    play(args.bag, args.rate, args.loop, remaps, args.topics, args.restamp, args.reliable)
+    return 0
+
+
+def write_tum(path: Path, t_ns: np.ndarray, xyz: np.ndarray, quat: np.ndarray) -> None:
+    """TUM trajectory (timestamp x y z qx qy qz qw), readable by evo."""
+    with open(path, "w") as fh:
+        for t, p, q in zip(t_ns, xyz, quat):
+            fh.write(f"{t / 1e9:.9f} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f} {q[0]:.6f} {q[1]:.6f} {q[2]:.6f} {q[3]:.6f}\n")
+
+
+def run_eval(args) -> int:
+    from ..core.errors import ImageError
+    from ..core.localizer import Localizer
+    from ..core.pose import CHI2_2D_95, mahalanobis2, quat_from_yaw
+    from ..tools.bag import BagError, image_stream, nearest, pose_track, topics
+    from .plots import plot_bag_eval
+
+    info = topics(args.bag)
+    if args.image_topic not in info:
+        raise BagError(f"bag has no image topic {args.image_topic} (topics: {', '.join(sorted(info))})")
+    gt_t, gt_p, gt_q = pose_track(args.bag, args.gt_topic)
+    loc = Localizer(args.map, config_from(args, map_path=args.map))
+    seq = None
+    if args.sequence:
+        from ..core.temporal import SequenceFilter
+        seq = SequenceFilter(loc)
+    rows, bad = [], 0
+    factory = progress_factory(args)
+    bar = factory(total=info[args.image_topic][1], desc="localizing images") if factory else None
+    for t, rgb in image_stream(args.bag, args.image_topic):
+        if bar:
+            bar.update(1)
+        if isinstance(rgb, ImageError):
+            bad += 1
+            log.warning("frame %d skipped: %s", t, rgb)
+            continue
+        fix = seq.update(rgb, stamp=t / 1e9) if seq else loc.localize(rgb, stamp=t / 1e9)
+        j = nearest(gt_t, t, 50_000_000)
+        if j is None:
+            continue
+        rows.append((t, fix, gt_p[j]))
+    if bar:
+        bar.close()
+    if not rows:
+        raise BagError("no frame could be matched with a ground-truth pose within 50 ms")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t = np.array([r[0] for r in rows])
+    ok = np.array([r[1].ok for r in rows])
+    est = np.array([r[1].xyz for r in rows])
+    truth = np.array([r[2] for r in rows])
+    cov = np.array([r[1].cov2 for r in rows])
+    yaw = np.array([r[1].yaw if math.isfinite(r[1].yaw) else 0.0 for r in rows])
+    e = est[:, :2] - truth[:, :2]
+    err = np.linalg.norm(e, axis=1)
+    lat = np.array([r[1].latency_ms for r in rows])
+    cover = mahalanobis2(e[ok], cov[ok]) <= CHI2_2D_95
+    metrics = {"bag": str(args.bag), "map": str(args.map), "frames": len(rows), "unreadable_frames": bad,
+               "published": float(ok.mean()), "median_error": float(np.median(err[ok])) if ok.any() else None,
+               "mean_error": float(err[ok].mean()) if ok.any() else None,
+               "ate_rmse": float(np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else None,
+               "p90_error": float(np.percentile(err[ok], 90)) if ok.any() else None,
+               "coverage_95": float(cover.mean()) if ok.any() else None,
+               "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+               "sequence": bool(seq), "backend": loc.backend_name}
+    write_tum(out / "estimate_tum.txt", t[ok], est[ok], quat_from_yaw(yaw[ok]))
+    gq = [gt_q[nearest(gt_t, int(x), 50_000_000)] for x in t]
+    write_tum(out / "groundtruth_tum.txt", t, truth, np.array(gq))
+    pngs = plot_bag_eval(t, est, truth, cov, ok, out, list(loc.map.places.xyz))
+    metrics["plots"] = [str(p) for p in pngs]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"{len(rows)} frames, {100 * ok.mean():.0f}% published: median error {metrics['median_error']:.3f}, "
+          f"ATE RMSE {metrics['ate_rmse']:.3f}, 95%-ellipse coverage {100 * metrics['coverage_95']:.1f}%, "
+          f"latency p50 {metrics['latency_ms']['p50']:.1f} ms")
+    print(f"wrote {out / 'metrics.json'}, estimate_tum.txt, groundtruth_tum.txt (evo_ape tum groundtruth_tum.txt "
+          f"estimate_tum.txt), {', '.join(p.name for p in pngs)}")
+    return 0
