@@ -90,16 +90,18 @@ def _places_from(ds: Dataset, kept: np.ndarray, session: str) -> Places:
 
 
 REFINE_CHOICES = (0.0, 0.5, 1.0, 2.0)  # pose averaging: whole consensus mode, or 0.5 (best place alone) / 1 / 2 spacings around its best
+RADIUS_CHOICES = (3.0, 10.0)  # consensus radius, in place spacings (used when consensus_radius_m is 0)
 
 
 def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseModel, config: LocalizerConfig,
               cnn: CnnDescriptor, encoder: Encoder, ds: Dataset, kept: np.ndarray, size: tuple[int, int],
               n_max: int = 200, seed: int = 0, progress: Progress | None = None) -> tuple[PoseModel, dict]:
-    """Choose the pose averaging and fit the covariance scale on held-out map images.
+    """Choose the consensus radius and pose averaging, and fit the covariance scale, on held-out map images.
 
     Each held-out image is left out of the index and localized twice (as is, and made night-like);
-    the averaging that puts most of them within 3 place spacings of the truth wins (ties: lower median
-    error), then ``alpha`` is fitted for it (95 % coverage).
+    the (radius, averaging) that puts most of them within 3 place spacings of the truth wins (ties:
+    lower median error), then ``alpha`` is fitted for it (95 % coverage). A radius set by the user
+    (``consensus_radius_m``) is kept.
     """
     rng = np.random.default_rng(seed)
     n = len(places)
@@ -134,18 +136,20 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
             covs.append(raw_covariance(places.xyz[ids, :2], weights(sims, m.temperature), est.xyz[:2], m.spacing))
         return np.array(errs), np.array(covs)
 
+    radii = [config.consensus_radius_m] if config.consensus_radius_m else [k * model.spacing for k in RADIUS_CHOICES]
     recall, medians = {}, {}
-    for r in REFINE_CHOICES:
-        e = np.linalg.norm(run(replace(model, refine_spacings=r))[0], axis=1)
-        recall[r], medians[r] = float(np.mean(e <= 3.0 * model.spacing)), float(np.median(e))
-    refine = max(REFINE_CHOICES, key=lambda r: (recall[r], -medians[r]))
-    model = replace(model, refine_spacings=refine)
+    for rad in radii:
+        for r in REFINE_CHOICES:
+            e = np.linalg.norm(run(replace(model, radius=rad, refine_spacings=r))[0], axis=1)
+            recall[rad, r], medians[rad, r] = float(np.mean(e <= 3.0 * model.spacing)), float(np.median(e))
+    best = max(recall, key=lambda k: (recall[k], -medians[k]))
+    model = replace(model, radius=best[0], refine_spacings=best[1])
     errs, covs = run(model)
     model = replace(model, alpha=fit_alpha(errs, covs))
     return model, {"method": "leave-one-out on map images, clean + night-like", "n": len(trials),
-                   "within_3_spacings_by_refine": {str(k): round(v, 3) for k, v in recall.items()},
-                   "median_error_by_refine": {str(k): round(v, 3) for k, v in medians.items()},
-                   "median_error": round(medians[refine], 3)}
+                   "within_3_spacings_by_radius_refine": {f"{k[0]:g}/{k[1]:g}": round(v, 3) for k, v in recall.items()},
+                   "median_error_by_radius_refine": {f"{k[0]:g}/{k[1]:g}": round(v, 3) for k, v in medians.items()},
+                   "median_error": round(medians[best], 3)}
 
 
 def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = None, *, session: str = "map",
@@ -179,8 +183,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
         index = SomIndex(codebook, latents)
         places.cells = index.cells
         spacing = place_spacing(places.xyz)
-        radius = config.consensus_radius_m or 10.0 * spacing
-        model = PoseModel(radius=radius, spacing=spacing)  # temperature: PoseModel default
+        model = PoseModel(radius=config.consensus_radius_m or 10.0 * spacing, spacing=spacing)
         model, calib = calibrate(latents, places, index, model, config, cnn, encoder, ds, kept, size,
                                  seed=seed, progress=progress)
         meta = {
@@ -194,7 +197,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
                     "image_long_side": size[0], "image_short_side": size[1]},
             "encoder": dict(enc_meta, sha256=sha256_file(enc_path)),
             "som": {"rows": shape[0], "cols": shape[1]},
-            "pose_model": {"spacing": spacing, "radius": radius, "alpha": model.alpha, "temperature": model.temperature,
+            "pose_model": {"spacing": spacing, "radius": model.radius, "alpha": model.alpha, "temperature": model.temperature,
                            "refine_spacings": model.refine_spacings},
             "calibration": calib,
             "skipped_images": len(skipped),
