@@ -63,7 +63,7 @@ def test_pose_and_navsat_messages():
 
 def test_places_markers_colour_by_cell():
     xyz = np.array([[0, 0, 0], [1, 0, 0], [5, 5, 0]], float)
-    arr = conv.places_markers(xyz, np.array([0, 0, 7]), 9, Header(frame_id="map"), 0.5)
+    arr = conv.places_markers(xyz, np.array([0, 0, 7]), Header(frame_id="map"), 0.5)
     pts = arr.markers[0]
     assert len(pts.points) == 3 and pts.colors[0] == pts.colors[1] and pts.colors[0] != pts.colors[2]
     assert [m.text for m in arr.markers[1:]] == ["cell 0", "cell 7"]

@@ -28,24 +28,17 @@ def add_parser(sub) -> None:
 
 
 def _read_queries(path: str) -> tuple[list[str], object]:
-    import csv
     from pathlib import Path
 
+    from ..core.dataset import read_table
     from ..core.errors import DatasetError
 
-    p = Path(path)
-    try:
-        with p.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            cols = reader.fieldnames or []
-    except OSError as e:
-        raise DatasetError(f"cannot read CSV {p}: {e.strerror or e}") from None
+    cols, rows = read_table(path)
     if "image" not in cols:
-        raise DatasetError(f"{p} has no 'image' column")
+        raise DatasetError(f"{path} has no 'image' column")
     if not rows:
-        raise DatasetError(f"{p} has no rows")
-    return [r["image"] for r in rows], p.parent
+        raise DatasetError(f"{path} has no rows")
+    return [r["image"] for r in rows], Path(path).parent
 
 
 def _fmt(v: float, nd: int = 4) -> str:

@@ -71,19 +71,25 @@ def _floats(rows: list[dict], col: str, csv_path: Path, default: float | None = 
     return out
 
 
-def read_csv(path: str | Path, datum: Datum | None = None) -> Dataset:
-    """Read a CSV dataset. Georeferenced rows are placed in ENU around ``datum`` (default: their centre)."""
+def read_table(path: str | Path) -> tuple[list[str], list[dict]]:
+    """Column names (stripped) and rows of a CSV file; unreadable files are a one-line DatasetError."""
     p = Path(path)
     try:
         with p.open(newline="") as fh:
             reader = csv.DictReader(fh)
             cols = [c.strip() for c in (reader.fieldnames or [])]
             reader.fieldnames = cols
-            rows = list(reader)
+            return cols, list(reader)
     except OSError as e:
         raise DatasetError(f"cannot read CSV {p}: {e.strerror or e}") from None
     except (csv.Error, UnicodeDecodeError) as e:
         raise DatasetError(f"{p} is not a readable CSV: {e}") from None
+
+
+def read_csv(path: str | Path, datum: Datum | None = None) -> Dataset:
+    """Read a CSV dataset. Georeferenced rows are placed in ENU around ``datum`` (default: their centre)."""
+    p = Path(path)
+    cols, rows = read_table(p)
     if not cols:
         raise DatasetError(f"{p} is empty (expected a header with 'image' and position columns)")
     if "image" not in cols:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset, read_csv
+from .dataset import Dataset, read_csv, read_table
 from .errors import DatasetError
 from .geo import datum_for, geodetic_to_enu
 from .pose import CHI2_2D_95
@@ -31,13 +31,7 @@ class Predictions:
 
 def read_predictions(path: str | Path) -> Predictions:
     p = Path(path)
-    try:
-        with p.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            cols = reader.fieldnames or []
-    except OSError as e:
-        raise DatasetError(f"cannot read predictions {p}: {e.strerror or e}") from None
+    cols, rows = read_table(p)
     missing = [c for c in PRED_COLUMNS if c not in cols]
     if missing:
         raise DatasetError(f"{p} is not a prediction file: missing column(s) {', '.join(missing)}")

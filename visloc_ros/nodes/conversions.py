@@ -102,13 +102,13 @@ def navsat_msg(fix: Fix, header, t_base_cam: np.ndarray, datum) -> object:
     return m
 
 
-def cell_colour(cell: int, n_cells: int) -> tuple[float, float, float]:
+def cell_colour(cell: int) -> tuple[float, float, float]:
     """A distinct colour per SOM cell (golden-ratio hue walk)."""
     h = (cell * 0.618033988749895) % 1.0
     return colorsys.hsv_to_rgb(h, 0.85, 0.95)
 
 
-def places_markers(xyz: np.ndarray, cells: np.ndarray, n_cells: int, header, scale: float):
+def places_markers(xyz: np.ndarray, cells: np.ndarray, header, scale: float):
     """MarkerArray: every map place as a point coloured by its SOM cell, plus the cell centroids' labels."""
     from geometry_msgs.msg import Point
     from std_msgs.msg import ColorRGBA
@@ -120,7 +120,7 @@ def places_markers(xyz: np.ndarray, cells: np.ndarray, n_cells: int, header, sca
     pts.scale.x = pts.scale.y = float(scale)
     pts.pose.orientation.w = 1.0
     pts.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in xyz]
-    pts.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in (cell_colour(int(c), n_cells) for c in cells)]
+    pts.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in (cell_colour(int(c)) for c in cells)]
     arr = MarkerArray()
     arr.markers.append(pts)
     for i, c in enumerate(np.unique(cells)):
@@ -131,7 +131,7 @@ def places_markers(xyz: np.ndarray, cells: np.ndarray, n_cells: int, header, sca
         t.pose.position.x, t.pose.position.y, t.pose.position.z = float(centre[0]), float(centre[1]), float(centre[2]) + scale * 4
         t.pose.orientation.w = 1.0
         t.scale.z = float(scale * 3)
-        r, g, b = cell_colour(int(c), n_cells)
+        r, g, b = cell_colour(int(c))
         t.color = ColorRGBA(r=r, g=g, b=b, a=0.9)
         t.text = f"cell {int(c)}"
         arr.markers.append(t)

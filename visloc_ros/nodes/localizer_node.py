@@ -69,6 +69,7 @@ class LocalizerNode(LifecycleNode):
         self.last_error = ""
         self.odom_prev = None
         self.odom_last = None
+        self.last_yaw = float("nan")  # map heading of the last fix, to rotate odometry into the map frame
         self.camera_info_seen = False
         self.cfg = self.node_cfg = None
         self.diag_timer = None
@@ -128,8 +129,7 @@ class LocalizerNode(LifecycleNode):
         if n.publish_debug_image:
             self.pubs["debug"] = self.create_publisher(Image, "/visloc/debug_image", 1)
         pl = self.loc.map.places
-        self.pubs["places"].publish(conv.places_markers(pl.xyz, pl.cells, self.loc.index.n_cells,
-                                                        Header(frame_id=n.map_frame), n.marker_scale))
+        self.pubs["places"].publish(conv.places_markers(pl.xyz, pl.cells, Header(frame_id=n.map_frame), n.marker_scale))
         self.diag_timer = self.create_timer(n.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f"map {self.cfg.map_path}: {len(self.loc.map)} places, SOM "
                                f"{self.loc.index.shape[0]}x{self.loc.index.shape[1]}, backend {self.loc.backend_name}, "
@@ -252,9 +252,8 @@ class LocalizerNode(LifecycleNode):
             return
         stamp = conv.stamp_to_sec(msg.header.stamp)
         if self.seq is not None:
-            last_yaw = getattr(self, "_last_yaw", float("nan"))
-            fix = self.seq.update(rgb, odom_delta=self._odom_delta(last_yaw), stamp=stamp)
-            self._last_yaw = fix.yaw
+            fix = self.seq.update(rgb, odom_delta=self._odom_delta(self.last_yaw), stamp=stamp)
+            self.last_yaw = fix.yaw
         else:
             fix = self.loc.localize(rgb, stamp=stamp)
         infer_ms = (time.perf_counter() - t0) * 1e3
