@@ -12,11 +12,19 @@ VENV="$ROOT/.venv"
 
 log() { printf '\n==> %s\n' "$*"; }
 
-# System packages: cmake + a compiler build the ROS messages; libosmesa6 renders the demo worlds.
+# System packages: cmake, make and a C/C++ compiler build the ROS messages.
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
-command -v "$PY" >/dev/null 2>&1 || need_apt+=(python3.11 python3.11-venv python3.11-dev)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+if ! command -v "$PY" >/dev/null 2>&1; then
+  need_apt+=(python3.11 python3.11-venv python3.11-dev)
+else
+  "$PY" -c "import ensurepip, venv" >/dev/null 2>&1 || need_apt+=(python3.11-venv)
+  # the message build compiles against Python.h
+  "$PY" -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+    || need_apt+=(python3.11-dev)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
