@@ -16,6 +16,24 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
     from ..core.geo import geodetic_to_enu
 
     ok = ~np.isnan(m.est).any(1)
+    err = np.linalg.norm(m.est - m.truth, axis=1)
+    unit = "m" if m.frame == "enu" else "map units"
+    if np.ptp(m.truth[:, 1]) < 1e-9:  # a 1-D route (frame index): position along it per query
+        fig, ax = plt.subplots(figsize=(9, 5))
+        i = np.arange(len(ok))
+        ax.plot(i, m.truth[:, 0], "-", c="tab:green", lw=1.5, label="truth")
+        sc = ax.scatter(i[ok], m.est[ok, 0], s=8, c=err[ok], cmap="viridis", label="estimate")
+        fig.colorbar(sc, ax=ax, label="error")
+        ax.set_xlabel("query (row order)")
+        ax.set_ylabel(f"position along the route, x ({unit})")
+        ax.set_title(f"{ok.sum()} estimates of {len(ok)} queries; median error {np.median(err[ok]):.2f}" if ok.any()
+                     else "no estimates")
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+        p1 = out / "trajectory.png"
+        fig.savefig(p1, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return [p1, _error_cdf(m, err, unit, out)]
     fig, ax = plt.subplots(figsize=(8, 7))
     if places is not None:
         if m.frame == "enu" and places.latlonalt is not None:  # the truths' ENU frame
@@ -23,14 +41,12 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
         else:
             pxy = places.xyz[:, :2]
         ax.scatter(pxy[:, 0], pxy[:, 1], s=6, c="0.75", label=f"map places ({len(pxy)})")
-    err = np.linalg.norm(m.est - m.truth, axis=1)
     segs = np.stack([m.truth[ok], m.est[ok]], 1)
     ax.add_collection(LineCollection(segs, colors="tab:red", linewidths=0.6, alpha=0.5, label="error"))
     ax.scatter(m.truth[:, 0], m.truth[:, 1], s=10, c="tab:green", label="truth")
     sc = ax.scatter(m.est[ok, 0], m.est[ok, 1], s=10, c=err[ok], cmap="viridis", label="estimate")
     fig.colorbar(sc, ax=ax, label="error")
     ax.set_aspect("equal", adjustable="datalim")
-    unit = "m" if m.frame == "enu" else "map units"
     ax.set_xlabel(f"x / east ({unit})")
     ax.set_ylabel(f"y / north ({unit})")
     ax.set_title(f"{ok.sum()} estimates of {len(ok)} queries; median error {np.median(err[ok]):.2f}" if ok.any()
@@ -39,7 +55,13 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
     p1 = out / "trajectory.png"
     fig.savefig(p1, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return [p1, _error_cdf(m, err, unit, out)]
 
+
+def _error_cdf(m, err: np.ndarray, unit: str, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ok = ~np.isnan(m.est).any(1)
     fig, ax = plt.subplots(figsize=(7, 4))
     conds = np.array(m.condition) if m.condition else np.array([""] * len(ok))
     for c in sorted(set(conds)):
@@ -53,7 +75,7 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
     p2 = out / "error_cdf.png"
     fig.savefig(p2, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return [p1, p2]
+    return p2
 
 
 
