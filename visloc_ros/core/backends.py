@@ -64,7 +64,8 @@ class OnnxRuntimeBackend:
         self._session = None
 
 
-def _ort_gpu_providers() -> list[str]:
+def ort_gpu_providers() -> list[str]:
+    """ONNX Runtime's GPU execution providers present here (onnxruntime-gpu), best first."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -73,37 +74,62 @@ def _ort_gpu_providers() -> list[str]:
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
 
 
-def create_backend(model: str | Path, kind: str = "auto", threads: int = 2) -> Backend:
-    """Load ``model`` on the backend ``kind``; ``auto`` tries the GPU paths first, then ONNX Runtime CPU."""
+def plan(kind: str, trt_missing: str | None, gpu_providers: list[str], has_profile: bool) -> list[tuple[str, str]]:
+    """Backends to try, in order, each with why: (``tensorrt`` | ``onnxruntime-gpu`` | ``onnxruntime-cpu``, reason).
+
+    ``auto``: native TensorRT, then ONNX Runtime's GPU providers, then ONNX Runtime on the CPU.
+    """
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend '{kind}' (choose from {', '.join(BACKENDS)})")
     if kind == "tensorrt":
-        _require_tensorrt()
-        raise BackendError("backend 'tensorrt': the native TensorRT engine path is not part of this build yet; "
-                           "use backend 'auto' (ONNX Runtime TensorRT/CUDA execution providers when present)")
-    if kind == "onnxruntime":
-        return OnnxRuntimeBackend(model, threads)
-    gpu = _ort_gpu_providers()
-    if gpu:
+        if trt_missing:
+            raise BackendError(f"backend 'tensorrt' needs {trt_missing}; not found here")
+        if not has_profile:
+            raise BackendError("backend 'tensorrt' needs the model's input sizes (an optimisation profile)")
+        return [("tensorrt", "requested")]
+    steps = []
+    if kind == "auto":
+        if trt_missing:
+            steps.append(("skip-tensorrt", f"TensorRT unavailable: needs {trt_missing}"))
+        elif not has_profile:
+            steps.append(("skip-tensorrt", "TensorRT skipped: no input profile for this model"))
+        else:
+            steps.append(("tensorrt", "TensorRT and a GPU are present"))
+    if gpu_providers:
+        steps.append(("onnxruntime-gpu", f"ONNX Runtime GPU providers {gpu_providers}"))
+    elif kind == "auto":
+        steps.append(("skip-onnxruntime-gpu", "no ONNX Runtime GPU provider (onnxruntime-gpu not installed)"))
+    steps.append(("onnxruntime-cpu", "ONNX Runtime on the CPU"))
+    return steps
+
+
+def create_backend(model: str | Path, kind: str = "auto", threads: int = 2, profile=None) -> Backend:
+    """Load ``model`` on the backend ``kind``, logging the choice and every fallback with its reason.
+
+    ``profile`` (:class:`~visloc_ros.core.trt_backend.Profile`) gives TensorRT the input sizes to build for.
+    """
+    from .trt_backend import TensorRTBackend, tensorrt_missing
+
+    trt_why = tensorrt_missing() if kind in ("auto", "tensorrt") else "not requested"
+    steps = plan(kind, trt_why, ort_gpu_providers(), profile is not None)
+    notes = []
+    for step, why in steps:
+        if step.startswith("skip-"):
+            notes.append(why)
+            continue
         try:
-            b = OnnxRuntimeBackend(model, threads, gpu + ["CPUExecutionProvider"])
-            log.info("backend auto: %s for %s (GPU execution providers %s)", b.name, Path(model).name, gpu)
-            return b
+            if step == "tensorrt":
+                b = TensorRTBackend(model, profile)
+            elif step == "onnxruntime-gpu":
+                b = OnnxRuntimeBackend(model, threads, ort_gpu_providers() + ["CPUExecutionProvider"])
+            else:
+                b = OnnxRuntimeBackend(model, threads)
         except BackendError as e:
-            log.warning("backend auto: GPU providers failed (%s); falling back to CPU", e)
-    b = OnnxRuntimeBackend(model, threads)
-    log.info("backend auto: %s for %s (no TensorRT or GPU execution provider found)", b.name, Path(model).name)
-    return b
-
-
-def _require_tensorrt() -> None:
-    """Fail with one line naming what is missing for the TensorRT backend."""
-    missing = []
-    for mod, pip_name in (("tensorrt", "tensorrt"), ("pycuda.driver", "pycuda")):
-        try:
-            __import__(mod)
-        except Exception:
-            missing.append(pip_name)
-    if missing:
-        raise BackendError(f"backend 'tensorrt' needs the Python package(s) {', '.join(missing)} and an NVIDIA GPU "
-                           f"(pip install '.[tensorrt]' on a CUDA machine); not found here")
+            if kind == "auto" and step != steps[-1][0]:
+                notes.append(f"{step} failed: {e}")
+                continue
+            raise
+        log.info("backend %s: %s for %s (%s)%s", kind, b.name, Path(model).name, why,
+                 "; " + "; ".join(notes) if notes else "")
+        return b
+    raise BackendError(f"no backend could load {model}")

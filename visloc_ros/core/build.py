@@ -165,8 +165,8 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
         datum = datum_for(ds.latlonalt[:, 0], ds.latlonalt[:, 1], ds.latlonalt[:, 2])
         ds = ds.to_local(datum)
     cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
-    cnn = CnnDescriptor(cnn_path, config.backend, config.threads)
     size = (config.image_long_side, config.image_short_side)
+    cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
     desc, kept, skipped = describe_images(ds, cnn, size, progress)
     places = _places_from(ds, kept, session)
     with tempfile.TemporaryDirectory(prefix="visloc-build-") as tmp:
@@ -176,7 +176,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             enc_meta = train_encoder(desc, enc_path, training, progress=bar.update)
         finally:
             bar.close()
-        encoder = Encoder(enc_path, config.backend, config.threads)
+        encoder = Encoder(enc_path, config.backend, config.threads, int(desc.shape[1]))
         latents = encoder.batch(desc)
         shape = grid_shape(len(latents))
         codebook = train_som(latents, shape, seed=seed)
@@ -223,9 +223,9 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
     if sha256_file(cnn_path) != m.meta["cnn"]["sha256"]:
         raise MapError(f"map {m.path} was built with a different CNN model than {cnn_path}")
-    cnn = CnnDescriptor(cnn_path, config.backend, config.threads)
-    encoder = Encoder(m.encoder_path, config.backend, config.threads)
     size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
+    cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
+    encoder = Encoder(m.encoder_path, config.backend, config.threads, int(m.meta["cnn"]["dim"]))
     desc, kept, skipped = describe_images(ds, cnn, size, progress)
     new = _places_from(ds, kept, session)
     latents = np.concatenate([np.asarray(m.latents), encoder.batch(desc)])

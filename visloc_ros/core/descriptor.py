@@ -54,9 +54,11 @@ class CnnDescriptor:
     """Image (HxWx3 uint8 RGB, already resized) -> L2-normalised global descriptor."""
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int = 2,
-                 _backend: Backend | None = None):
+                 size: tuple[int, int] = (320, 240), _backend: Backend | None = None):
+        from .trt_backend import cnn_profile
+
         self.model_path = Path(model) if model else default_cnn_path()
-        self.backend = _backend or create_backend(self.model_path, backend, threads)
+        self.backend = _backend or create_backend(self.model_path, backend, threads, cnn_profile(*size))
         self.dim = CNN_DIM
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

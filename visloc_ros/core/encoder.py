@@ -100,9 +100,13 @@ def train_encoder(descriptors: np.ndarray, out_path: str | Path, conf: EncoderTr
 class Encoder:
     """CNN descriptor(s) -> latent(s), through the map's ``encoder.onnx`` on any backend."""
 
-    def __init__(self, model: str | Path, backend: str = "auto", threads: int = 2, _backend: Backend | None = None):
+    def __init__(self, model: str | Path, backend: str = "auto", threads: int = 2, dim: int | None = None,
+                 _backend: Backend | None = None):
+        from .trt_backend import encoder_profile
+
         self.model_path = Path(model)
-        self.backend = _backend or create_backend(self.model_path, backend, threads)
+        profile = encoder_profile(dim) if dim else None
+        self.backend = _backend or create_backend(self.model_path, backend, threads, profile)
 
     def __call__(self, descriptor: np.ndarray) -> np.ndarray:
         return self.batch(descriptor[None])[0]

@@ -68,8 +68,11 @@ class Localizer:
             raise MapError(f"map {self.map.path} was built with a different CNN model than {cnn_path} "
                            f"(sha256 {want[:12]}...); rebuild the map or use the model it was built with")
         c = self.config
-        self.cnn = CnnDescriptor(cnn_path, c.backend, c.threads)
-        self.encoder = Encoder(self.map.encoder_path, c.backend, c.threads)
+        cnn_meta = meta.get("cnn", {})
+        self._size = (int(cnn_meta.get("image_long_side", c.image_long_side)),
+                      int(cnn_meta.get("image_short_side", c.image_short_side)))
+        self.cnn = CnnDescriptor(cnn_path, c.backend, c.threads, self._size)
+        self.encoder = Encoder(self.map.encoder_path, c.backend, c.threads, int(cnn_meta.get("dim", self.map.descriptors.shape[1])))
         self.index = SomIndex(self.map.codebook, np.asarray(self.map.latents), self.map.places.cells)
         pm = meta.get("pose_model", {})
         spacing = float(pm.get("spacing", 1.0))
@@ -81,9 +84,6 @@ class Localizer:
         q = self.map.places.quat
         self._yaws = None if q is None or np.isnan(q).any() else yaw_from_quat(q)
         self._low_light = LowLight()
-        cnn_meta = meta.get("cnn", {})
-        self._size = (int(cnn_meta.get("image_long_side", c.image_long_side)),
-                      int(cnn_meta.get("image_short_side", c.image_short_side)))
 
     @property
     def backend_name(self) -> str:
