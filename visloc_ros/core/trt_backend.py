@@ -104,9 +104,8 @@ class TensorRTBackend:
         try:
             self.gpu_name, cc = dev.name(), dev.compute_capability()
             self.logger = trt.Logger(trt.Logger.WARNING)
-            builder_probe = trt.Builder(self.logger)
-            precision = "fp16" if fp16 and builder_probe.platform_has_fast_fp16 else "fp32"
-            del builder_probe
+            # fast FP16 from compute capability 5.3 (platform_has_fast_fp16 is deprecated in later TensorRT 10)
+            precision = "fp16" if fp16 and tuple(cc) >= (5, 3) else "fp32"
             key = engine_key(sha256_file(self.onnx), self.gpu_name, tuple(cc), trt.__version__, precision, profile)
             self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
             self.engine_file = engine_path(self.cache_dir, self.onnx, key)
