@@ -88,8 +88,11 @@ class Collector:
             self.node.destroy_subscription(s)
 
 
-def wait_for_subscriber(node, pub, timeout=20.0) -> bool:
-    return spin_until(node, lambda: pub.get_subscription_count() > 0, timeout)
+def wait_for_subscriber(node, pub, col=None, timeout=20.0) -> bool:
+    """The node subscribed to ``pub`` and (with ``col``) our status/pose subscriptions see its publishers."""
+    def matched():
+        return pub.get_subscription_count() > 0 and (col is None or all(s.get_publisher_count() > 0 for s in col.subs[:2]))
+    return spin_until(node, matched, timeout)
 
 
 def test_poses_status_diagnostics_over_dds(ros, xy_map, synth_xy):
@@ -97,7 +100,7 @@ def test_poses_status_diagnostics_over_dds(ros, xy_map, synth_xy):
     col = Collector(ros)
     pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
     try:
-        assert wait_for_subscriber(ros, pub), "node never subscribed"
+        assert wait_for_subscriber(ros, pub, col), "node never subscribed"
         q = sorted((synth_xy[1].parent / "query").glob("*.jpg"))[:6]
         sent = []
         for p in q:
@@ -130,32 +133,37 @@ def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy
     pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
     odom = ros.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
     try:
-        assert wait_for_subscriber(ros, pub)
+        assert wait_for_subscriber(ros, pub, col)
         rgb = load_image(sorted((synth_xy[1].parent / "query").glob("*.jpg"))[0])
-        bad = [image_msg(ros, rgb, encoding="rgb9"),                       # unknown encoding
-               image_msg(ros, np.zeros((0, 0, 3), np.uint8)),              # zero size
-               image_msg(ros, rgb, step=rgb.shape[1] * 3 + 7)]             # step/size mismatch
-        for m in bad:
-            pub.publish(m)
-            spin_until(ros, lambda: False, 0.4)
+        bad = [(image_msg(ros, rgb, encoding="rgb9"), "unknown image encoding 'rgb9'"),  # unknown encoding
+               (image_msg(ros, np.zeros((0, 0, 3), np.uint8)), "zero size"),           # zero size
+               (image_msg(ros, rgb, step=rgb.shape[1] * 3 + 7), "too small")]          # step/size mismatch
+        for m, text in bad:  # sensor QoS is best effort: resend until the node answers
+            def answered(text=text):
+                return any(s.state == LocalizationStatus.ERROR and text in s.message for s in col.status)
+            for _ in range(20):
+                pub.publish(m)
+                if spin_until(ros, answered, 0.5):
+                    break
+            assert answered(), (text, [(s.state_text, s.message[:40]) for s in col.status])
         o = Odometry()
         o.pose.pose.position.x = float("nan")
-        odom.publish(o)
-        assert spin_until(ros, lambda: sum(s.state == LocalizationStatus.ERROR for s in col.status) >= 3, 10.0)
-        errors = [s.message for s in col.status if s.state == LocalizationStatus.ERROR]
-        assert any("unknown image encoding 'rgb9'" in e for e in errors)
-        assert any("zero size" in e for e in errors)
-        assert any("too small" in e for e in errors)
+        for _ in range(3):
+            odom.publish(o)
+            spin_until(ros, lambda: False, 0.3)
         good = image_msg(ros, rgb)
-        pub.publish(good)
-        assert spin_until(ros, lambda: any(p.header.stamp == good.header.stamp for p in col.poses), 10.0)
+        for _ in range(20):
+            pub.publish(good)
+            if spin_until(ros, lambda: any(p.header.stamp == good.header.stamp for p in col.poses), 0.5):
+                break
+        assert any(p.header.stamp == good.header.stamp for p in col.poses)
         assert proc.poll() is None  # still running
     finally:
         ros.destroy_publisher(pub)
         ros.destroy_publisher(odom)
         col.close()
         out = stop(proc)
-    assert "image skipped" in out and "odom: non-finite" in out
+    assert "image skipped" in out and "odom: non-finite" in out, out[-3000:]
 
 
 def _call(ros, client, req, timeout=10.0):

@@ -113,7 +113,7 @@ class NodeConfig:
     lost_after: int = _f(10, "Consecutive withheld frames before the state becomes LOST.")
     publish_debug_image: bool = _f(False, "Publish /visloc/debug_image (query beside its best map image).")
     autostart: bool = _f(True, "Configure and activate at start-up, so a plain run localizes right away.")
-    diagnostics_period_s: float = _f(1.0, "Period of /diagnostics messages (s).")
+    diagnostics_period_s: float = _f(1.0, "Period of /diagnostics (and of the NO_MAP status while no map is loaded), s; read at start-up.")
     marker_scale: float = _f(0.5, "Size of the place markers in /visloc/places (m).")
 
     def __post_init__(self) -> None:

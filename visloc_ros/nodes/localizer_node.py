@@ -72,8 +72,10 @@ class LocalizerNode(LifecycleNode):
         self.last_yaw = float("nan")  # map heading of the last fix, to rotate odometry into the map frame
         self.camera_info_seen = False
         self.cfg = self.node_cfg = None
-        self.diag_timer = None
         self._configure_error = ""
+        # diagnostics in every state; while there is no map it also repeats the NO_MAP status and its reason
+        self.diag_timer = self.create_timer(float(self.get_parameter("diagnostics_period_s").value),
+                                            self._publish_diagnostics)
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -130,7 +132,6 @@ class LocalizerNode(LifecycleNode):
             self.pubs["debug"] = self.create_publisher(Image, "/visloc/debug_image", 1)
         pl = self.loc.map.places
         self.pubs["places"].publish(conv.places_markers(pl.xyz, pl.cells, Header(frame_id=n.map_frame), n.marker_scale))
-        self.diag_timer = self.create_timer(n.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f"map {self.cfg.map_path}: {len(self.loc.map)} places, SOM "
                                f"{self.loc.index.shape[0]}x{self.loc.index.shape[1]}, backend {self.loc.backend_name}, "
                                f"loaded in {time.perf_counter() - t0:.2f} s")
@@ -180,9 +181,6 @@ class LocalizerNode(LifecycleNode):
         for p in self.pubs.values():
             self.destroy_publisher(p)
         self.pubs = {}
-        if self.diag_timer is not None:
-            self.destroy_timer(self.diag_timer)
-            self.diag_timer = None
         if self.loc is not None:
             self.loc.close()
         self.loc = self.seq = None
@@ -213,7 +211,7 @@ class LocalizerNode(LifecycleNode):
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         vals = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=float)
         if not np.all(np.isfinite(vals)) or np.linalg.norm(vals[3:]) < 1e-6:
-            self.get_logger().warn("odom: non-finite pose or zero quaternion, message skipped",
+            self.get_logger().warning("odom: non-finite pose or zero quaternion, message skipped",
                                    throttle_duration_sec=5.0)
             return
         self.odom_last = (vals[:2].copy(), float(yaw_from_quat(vals[3:] / np.linalg.norm(vals[3:]))))
@@ -247,7 +245,7 @@ class LocalizerNode(LifecycleNode):
             rgb = conv.image_to_rgb(msg) if kind == "raw" else conv.compressed_to_rgb(msg)
         except ImageError as e:
             self.last_error = str(e)
-            self.get_logger().warn(f"image skipped: {e}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"image skipped: {e}", throttle_duration_sec=2.0)
             self._publish_status(LocalizationStatus.ERROR, header, message=str(e))
             return
         stamp = conv.stamp_to_sec(msg.header.stamp)
@@ -318,6 +316,8 @@ class LocalizerNode(LifecycleNode):
         rate = len(recent) / 5.0
         if self.loc is None:
             st.level, st.message = DiagnosticStatus.ERROR, self._configure_error or "no map loaded"
+            self._publish_status(LocalizationStatus.NO_MAP, Header(stamp=arr.header.stamp),
+                                 message=st.message)
         elif self.withheld_in_row >= self.node_cfg.lost_after:
             st.level, st.message = DiagnosticStatus.WARN, "lost: fixes withheld"
         else:
