@@ -42,7 +42,7 @@ $PIP install -q --upgrade pip
 log "installing torch (CPU) and the Python dependencies"
 # torch first and pinned: a bare 'torch' requirement would pull a multi-GB CUDA build.
 $PIP install -q "torch==2.13.0"
-$PIP install -q -r requirements.txt
+$PIP install -q -r requirements.txt -r requirements-ros-wheels.txt
 
 log "installing visloc_ros (editable) with console scripts"
 # compat mode: a plain path entry, so the package merges with the rosidl-generated visloc_ros.msg
