@@ -6,6 +6,14 @@ from pathlib import Path
 import numpy as np
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_eval(m, out: Path, places=None) -> list[Path]:
     import matplotlib
 
@@ -30,9 +38,7 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
                      else "no estimates")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
-        p1 = out / "trajectory.png"
-        fig.savefig(p1, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        p1 = _save(fig, out / "trajectory.png")
         return [p1, _error_cdf(m, err, unit, out)]
     fig, ax = plt.subplots(figsize=(8, 7))
     if places is not None:
@@ -52,9 +58,7 @@ def plot_eval(m, out: Path, places=None) -> list[Path]:
     ax.set_title(f"{ok.sum()} estimates of {len(ok)} queries; median error {np.median(err[ok]):.2f}" if ok.any()
                  else "no estimates")
     ax.legend(loc="best", fontsize=8)
-    p1 = out / "trajectory.png"
-    fig.savefig(p1, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    p1 = _save(fig, out / "trajectory.png")
     return [p1, _error_cdf(m, err, unit, out)]
 
 
@@ -72,9 +76,7 @@ def _error_cdf(m, err: np.ndarray, unit: str, out: Path) -> Path:
     ax.set_ylabel("fraction of queries")
     ax.grid(alpha=0.3)
     ax.legend()
-    p2 = out / "error_cdf.png"
-    fig.savefig(p2, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    p2 = _save(fig, out / "error_cdf.png")
     return p2
 
 
@@ -106,9 +108,7 @@ def plot_bag_eval(t_ns, est, truth, cov, ok, out: Path, places=None) -> list[Pat
     ax.set_ylabel("y (m)")
     ax.set_title("trajectory with 95 % ellipses")
     ax.legend(fontsize=8)
-    p1 = out / "trajectory.png"
-    fig.savefig(p1, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    p1 = _save(fig, out / "trajectory.png")
     err = np.linalg.norm(est[:, :2] - truth[:, :2], axis=1)
     sig = np.sqrt(np.trace(cov, axis1=1, axis2=2) / 2)
     fig, ax = plt.subplots(figsize=(9, 3.5))
@@ -118,7 +118,5 @@ def plot_bag_eval(t_ns, est, truth, cov, ok, out: Path, places=None) -> list[Pat
     ax.set_ylabel("m")
     ax.grid(alpha=0.3)
     ax.legend()
-    p2 = out / "error_over_time.png"
-    fig.savefig(p2, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    p2 = _save(fig, out / "error_over_time.png")
     return [p1, p2]
