@@ -70,8 +70,10 @@ class SequenceFilter:
         else:
             self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
             self.pos += self.vel + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
-        d2 = ((self.pos[:, None, :] - cxy[None]) ** 2).sum(2)
-        lik = (np.exp(-0.5 * d2 / (p.obs_sigma_spacings * s) ** 2) * (wc / wc.sum())[None]).sum(1) + p.outlier_floor
+        # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
+        # Gaussian mixture as one matrix-vector product
+        d2 = (self.pos ** 2).sum(1)[:, None] - 2.0 * (self.pos @ cxy.T) + (cxy ** 2).sum(1)[None]
+        lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + p.outlier_floor
         w = lik / lik.sum()
         # systematic resampling, then sensor resetting around this frame's candidates
         idx = np.minimum(np.searchsorted(np.cumsum(w), (self.rng.random() + np.arange(n)) / n), n - 1)
