@@ -29,7 +29,7 @@ class LocalizerConfig:
     threads: int = _f(2, "CPU threads for inference (intra-op).")
     image_long_side: int = _f(320, "CNN input size, long side in pixels (portrait images keep their orientation).")
     image_short_side: int = _f(240, "CNN input size, short side in pixels.")
-    low_light: str = _f("off", "Low-light enhancement (CLAHE + auto gamma): off, on, or auto (dark frames only).",
+    low_light: str = _f("auto", "Low-light enhancement (CLAHE + auto gamma): off, on, or auto (dark frames only).",
                         ("off", "on", "auto"))
     top_k: int = _f(20, "Candidates scored exactly and used for the pose consensus.")
     n_probe: int = _f(8, "SOM cells probed per query (best-matching cells first).")
