@@ -46,3 +46,14 @@ def test_min_candidates_probes_more_cells_and_add_files_new_places():
     new = idx.add(more)
     assert len(new) == 5 and np.array_equal(new, idx.cells[:5])
     assert idx.query(more[402], k=2).ids[0] in (2, 402)
+
+
+def test_exclude_leaves_one_place_out():
+    rng = np.random.default_rng(3)
+    lat = clustered_latents(500, 16, 10, rng)
+    idx = SomIndex(train_som(lat, (5, 5), seed=0), lat)
+    assert idx.query(lat[7], k=3).ids[0] == 7
+    h = idx.query(lat[7], k=3, exclude=7)
+    assert 7 not in h.ids and len(h.ids) == 3
+    ex_ids, _ = exhaustive_query(np.delete(lat, 7, axis=0), lat[7], 1)
+    assert h.ids[0] == (ex_ids[0] if ex_ids[0] < 7 else ex_ids[0] + 1)

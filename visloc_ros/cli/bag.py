@@ -118,7 +118,7 @@ def run_eval(args) -> int:
         j = nearest(gt_t, t, 50_000_000)
         if j is None:
             continue
-        rows.append((t, fix, gt_p[j]))
+        rows.append((t, fix, j))
     if bar:
         bar.close()
     if not rows:
@@ -128,7 +128,8 @@ def run_eval(args) -> int:
     t = np.array([r[0] for r in rows])
     ok = np.array([r[1].ok for r in rows])
     est = np.array([r[1].xyz for r in rows])
-    truth = np.array([r[2] for r in rows])
+    gt_idx = np.array([r[2] for r in rows])
+    truth = gt_p[gt_idx]
     cov = np.array([r[1].cov2 for r in rows])
     yaw = np.array([r[1].yaw if math.isfinite(r[1].yaw) else 0.0 for r in rows])
     e = est[:, :2] - truth[:, :2]
@@ -144,8 +145,7 @@ def run_eval(args) -> int:
                "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
                "sequence": bool(seq), "backend": loc.backend_name}
     write_tum(out / "estimate_tum.txt", t[ok], est[ok], quat_from_yaw(yaw[ok]))
-    gq = [gt_q[nearest(gt_t, int(x), 50_000_000)] for x in t]
-    write_tum(out / "groundtruth_tum.txt", t, truth, np.array(gq))
+    write_tum(out / "groundtruth_tum.txt", t, truth, gt_q[gt_idx])
     pngs = plot_bag_eval(t, est, truth, cov, ok, out, list(loc.map.places.xyz))
     metrics["plots"] = [str(p) for p in pngs]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

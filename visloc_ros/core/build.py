@@ -112,9 +112,8 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
     bar = _bar(progress, len(pick), "calibrating covariance")
 
     def lookup(z, i):
-        h = index.query(z, config.top_k + 1, config.n_probe, config.min_candidates)
-        keep = h.ids != i
-        trials.append((h.ids[keep][:config.top_k], h.scores[keep][:config.top_k], i))
+        h = index.query(z, config.top_k, config.n_probe, config.min_candidates, exclude=i)
+        trials.append((h.ids, h.scores, i))
 
     try:
         for i in pick:

@@ -127,22 +127,18 @@ class Localizer:
         fix.condition, fix.stamp = cond, stamp
         return fix
 
-    def localize_latent(self, z: np.ndarray, exclude: int | None = None, timings: dict | None = None,
-                        n_candidates: int | None = None) -> Fix:
+    def localize_latent(self, z: np.ndarray, timings: dict | None = None, n_candidates: int | None = None) -> Fix:
         """Index lookup + pose from a latent.
 
         The pose uses the ``top_k`` best places; ``n_candidates`` (>= top_k) places are returned in the
-        fix for a temporal filter. ``exclude`` leaves one place out (calibration).
+        fix for a temporal filter.
         """
         c = self.config
         t = timings if timings is not None else {}
         t0 = time.perf_counter()
         n = max(n_candidates or c.top_k, c.top_k)
-        hits = self.index.query(z, n + (1 if exclude is not None else 0), c.n_probe, c.min_candidates)
+        hits = self.index.query(z, n, c.n_probe, c.min_candidates)
         ids, sims = hits.ids, hits.scores
-        if exclude is not None:
-            keep = ids != exclude
-            ids, sims = ids[keep][:n], sims[keep][:n]
         t["index"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         pl = self.map.places

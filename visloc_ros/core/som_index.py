@@ -90,8 +90,10 @@ class SomIndex:
     def cell_rc(self, cell: int) -> tuple[int, int]:
         return divmod(int(cell), self.shape[1])
 
-    def query(self, z: np.ndarray, k: int = 10, n_probe: int = 8, min_candidates: int = 64) -> Hits:
-        """The ``k`` best places for latent ``z`` among the places of the best cells."""
+    def query(self, z: np.ndarray, k: int = 10, n_probe: int = 8, min_candidates: int = 64,
+              exclude: int | None = None) -> Hits:
+        """The ``k`` best places for latent ``z`` among the places of the best cells; ``exclude`` leaves one
+        place out (leave-one-out calibration)."""
         d = self._w2 - 2.0 * (self.codebook @ z)
         n_cells = self.n_cells
         # rank enough cells: partial sort of a generous prefix, then grow it only if it is not enough
@@ -109,6 +111,8 @@ class SomIndex:
         cells = ranked[:min(p, len(ranked))]
         starts, ends = self._starts[cells], self._starts[cells + 1]
         cand = np.concatenate([self._order[s:e] for s, e in zip(starts, ends)]) if len(cells) else np.empty(0, np.int64)
+        if exclude is not None:
+            cand = cand[cand != exclude]
         if cand.size == 0:
             return Hits(np.empty(0, np.int64), np.empty(0, np.float32), cells, 0)
         sims = np.asarray(self.latents[cand], dtype=np.float32) @ z

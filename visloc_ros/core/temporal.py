@@ -41,11 +41,9 @@ class SequenceFilter:
         self.spacing = localizer.pose_model.spacing
         self.pos = None
         self.vel = None
-        self.frames = 0
 
     def reset(self) -> None:
         self.pos = self.vel = None
-        self.frames = 0
 
     def _draw_around(self, xy: np.ndarray, wc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         pick = self.rng.choice(len(xy), n, p=wc / wc.sum())
@@ -81,7 +79,6 @@ class SequenceFilter:
         k = int(p.reset_fraction * n)
         if k:
             self.pos[:k], self.vel[:k] = self._draw_around(cxy, wc, k)
-        self.frames += 1
         # estimate: mean shift from the median to the main mode; covariance over all particles
         centre = np.median(self.pos, axis=0)
         r = loc.pose_model.radius
