@@ -1,17 +1,13 @@
 """``visloc bag``: rosbag2 tools (MCAP by default, sqlite3 on request) for machines without ``ros2 bag``."""
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .common import add_config_args, config_from, progress_factory
 
-log = logging.getLogger("visloc")
 
 
 def add_parser(sub) -> None:
@@ -44,6 +40,7 @@ def add_parser(sub) -> None:
     e.add_argument("--map", required=True, metavar="MAPDIR")
     e.add_argument("--image-topic", default="/camera/image_raw")
     e.add_argument("--gt-topic", default="/ground_truth/pose")
+    e.add_argument("--odom-topic", default="/odom", help="odometry driving the --sequence filter ('' = none)")
     e.add_argument("--sequence", action="store_true", help="temporal filter across frames")
     e.add_argument("--out", required=True, metavar="DIR", help="metrics.json, TUM trajectories, plots")
     add_config_args(e)
@@ -89,69 +86,28 @@ def write_tum(path: Path, t_ns: np.ndarray, xyz: np.ndarray, quat: np.ndarray) -
 
 
 def run_eval(args) -> int:
-    from ..core.errors import ImageError
     from ..core.localizer import Localizer
-    from ..core.pose import CHI2_2D_95, mahalanobis2, quat_from_yaw
-    from ..tools.bag import BagError, image_stream, nearest, pose_track, topics
+    from ..core.pose import quat_from_yaw
+    from ..tools.replay import replay_bag, score
     from .plots import plot_bag_eval
 
-    info = topics(args.bag)
-    if args.image_topic not in info:
-        raise BagError(f"bag has no image topic {args.image_topic} (topics: {', '.join(sorted(info))})")
-    gt_t, gt_p, gt_q = pose_track(args.bag, args.gt_topic)
     loc = Localizer(args.map, config_from(args, map_path=args.map))
-    seq = None
-    if args.sequence:
-        from ..core.temporal import SequenceFilter
-        seq = SequenceFilter(loc)
-    rows, bad = [], 0
-    factory = progress_factory(args)
-    bar = factory(total=info[args.image_topic][1], desc="localizing images") if factory else None
-    for t, rgb in image_stream(args.bag, args.image_topic):
-        if bar:
-            bar.update(1)
-        if isinstance(rgb, ImageError):
-            bad += 1
-            log.warning("frame %d skipped: %s", t, rgb)
-            continue
-        fix = seq.update(rgb, stamp=t / 1e9) if seq else loc.localize(rgb, stamp=t / 1e9)
-        j = nearest(gt_t, t, 50_000_000)
-        if j is None:
-            continue
-        rows.append((t, fix, j))
-    if bar:
-        bar.close()
-    if not rows:
-        raise BagError("no frame could be matched with a ground-truth pose within 50 ms")
+    r = replay_bag(args.bag, loc, args.sequence, args.image_topic, args.gt_topic, args.odom_topic or None,
+                   progress_factory(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t = np.array([r[0] for r in rows])
-    ok = np.array([r[1].ok for r in rows])
-    est = np.array([r[1].xyz for r in rows])
-    gt_idx = np.array([r[2] for r in rows])
-    truth = gt_p[gt_idx]
-    cov = np.array([r[1].cov2 for r in rows])
-    yaw = np.array([r[1].yaw if math.isfinite(r[1].yaw) else 0.0 for r in rows])
-    e = est[:, :2] - truth[:, :2]
-    err = np.linalg.norm(e, axis=1)
-    lat = np.array([r[1].latency_ms for r in rows])
-    cover = mahalanobis2(e[ok], cov[ok]) <= CHI2_2D_95
-    metrics = {"bag": str(args.bag), "map": str(args.map), "frames": len(rows), "unreadable_frames": bad,
-               "published": float(ok.mean()), "median_error": float(np.median(err[ok])) if ok.any() else None,
-               "mean_error": float(err[ok].mean()) if ok.any() else None,
-               "ate_rmse": float(np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else None,
-               "p90_error": float(np.percentile(err[ok], 90)) if ok.any() else None,
-               "coverage_95": float(cover.mean()) if ok.any() else None,
-               "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
-               "sequence": bool(seq), "backend": loc.backend_name}
-    write_tum(out / "estimate_tum.txt", t[ok], est[ok], quat_from_yaw(yaw[ok]))
-    write_tum(out / "groundtruth_tum.txt", t, truth, gt_q[gt_idx])
-    pngs = plot_bag_eval(t, est, truth, cov, ok, out, list(loc.map.places.xyz))
+    metrics = {"bag": str(args.bag), "map": str(args.map), "unreadable_frames": r.unreadable,
+               **score(r.t_ns, r.est, r.cov, r.ok, r.truth, r.latency_ms),
+               "sequence": bool(args.sequence), "backend": loc.backend_name}
+    write_tum(out / "estimate_tum.txt", r.t_ns[r.ok], r.est[r.ok], quat_from_yaw(r.yaw[r.ok]))
+    write_tum(out / "groundtruth_tum.txt", r.t_ns, r.truth, r.truth_q)
+    pngs = plot_bag_eval(r.t_ns, r.est, r.truth, r.cov, r.ok, out, list(loc.map.places.xyz))
     metrics["plots"] = [str(p) for p in pngs]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"{len(rows)} frames, {100 * ok.mean():.0f}% published: median error {metrics['median_error']:.3f}, "
-          f"ATE RMSE {metrics['ate_rmse']:.3f}, 95%-ellipse coverage {100 * metrics['coverage_95']:.1f}%, "
-          f"latency p50 {metrics['latency_ms']['p50']:.1f} ms")
+    m = metrics
+    print(f"{m['frames']} frames, {100 * m['published']:.0f}% published: median error {m['median_error_m']:.3f}, "
+          f"ATE RMSE {m['ate_rmse_m']:.3f}, within 2 m {100 * m['within_2m']:.1f}%, 95%-ellipse coverage "
+          f"{100 * m['coverage_95']:.1f}%, latency p50 {m['p50_latency_ms']:.1f} ms")
     print(f"wrote {out / 'metrics.json'}, estimate_tum.txt, groundtruth_tum.txt (evo_ape tum groundtruth_tum.txt "
           f"estimate_tum.txt), {', '.join(p.name for p in pngs)}")
     return 0

@@ -84,7 +84,7 @@ def make_dataset(out: str | Path, n_places: int = 40, n_queries: int = 20, seed:
         cv2.imwrite(str(out / name), cv2.cvtColor(s, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         map_names.append(name)
     q_idx = np.sort(rng.choice(n_places, min(n_queries, n_places), replace=False))
-    q_names, q_rows = [], []
+    q_rows = []
     for j, i in enumerate(q_idx):
         night = rng.random() < night_fraction
         name = f"query/{j:05d}.jpg"

@@ -31,6 +31,27 @@ class FilterParams:
     seed: int = 0
 
 
+class OdometryTracker:
+    """Odometry poses (odom frame) -> displacements in the map frame for the filter.
+
+    The odom frame's rotation to the map is not known up front; each displacement is rotated by the current map
+    heading of the robot (from the last fix) minus its odometry heading.
+    """
+
+    def __init__(self) -> None:
+        self.prev: tuple[np.ndarray, float] | None = None
+
+    def delta(self, odom_xy, odom_yaw: float, map_yaw: float) -> np.ndarray | None:
+        cur = (np.asarray(odom_xy, float)[:2].copy(), float(odom_yaw))
+        prev, self.prev = self.prev, cur
+        if prev is None or not np.isfinite(map_yaw):
+            return None
+        d = cur[0] - prev[0]
+        rot = map_yaw - cur[1]
+        c, s = np.cos(rot), np.sin(rot)
+        return np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
+
+
 class SequenceFilter:
     """Wraps a :class:`Localizer`; ``update(image, odom_delta=None) -> Fix`` per frame."""
 
@@ -53,10 +74,14 @@ class SequenceFilter:
 
     def update(self, image: np.ndarray, odom_delta: np.ndarray | None = None, stamp: float | None = None) -> Fix:
         """One frame: localize, predict particles, weight by the candidates, resample, estimate."""
-        loc, p, s = self.loc, self.p, self.spacing
-        z, cond, timings = loc.embed(image)
-        fix = loc.localize_latent(z, timings=timings, n_candidates=p.candidates)
+        z, cond, timings = self.loc.embed(image)
+        fix = self.loc.localize_latent(z, timings=timings, n_candidates=self.p.candidates)
         fix.condition, fix.stamp = cond, stamp
+        return self.update_fix(fix, odom_delta)
+
+    def update_fix(self, fix: Fix, odom_delta: np.ndarray | None = None) -> Fix:
+        """The filter step on a single-image fix that carries ``candidates`` places (updated in place)."""
+        loc, p, s = self.loc, self.p, self.spacing
         t0 = time.perf_counter()
         cxy = loc.map.places.xyz[fix.candidate_ids, :2]
         wc = weights(fix.candidate_scores, loc.pose_model.temperature)

@@ -12,7 +12,6 @@ Publishes ``/visloc/pose``, ``/visloc/fix`` (georeferenced maps), ``/visloc/stat
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 from collections import deque
@@ -67,8 +66,8 @@ class LocalizerNode(LifecycleNode):
         self.withheld_in_row = 0
         self.last_accept = 0.0
         self.last_error = ""
-        self.odom_prev = None
         self.odom_last = None
+        self.odom_tracker = None
         self.last_yaw = float("nan")  # map heading of the last fix, to rotate odometry into the map frame
         self.camera_info_seen = False
         self.cfg = self.node_cfg = None
@@ -121,8 +120,9 @@ class LocalizerNode(LifecycleNode):
         self.t_base_cam = conv.extrinsic_matrix(n.camera_x, n.camera_y, n.camera_z, n.camera_roll, n.camera_pitch,
                                                 n.camera_yaw)
         if n.sequence:
-            from ..core.temporal import SequenceFilter
+            from ..core.temporal import OdometryTracker, SequenceFilter
             self.seq = SequenceFilter(self.loc)
+            self.odom_tracker = OdometryTracker()
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)
@@ -227,17 +227,6 @@ class LocalizerNode(LifecycleNode):
             except Exception as e:  # keep answering whatever one frame does
                 self.get_logger().error(f"frame failed: {type(e).__name__}: {e}")
 
-    def _odom_delta(self, fix_yaw: float):
-        """Odometry displacement since the last frame, rotated into the map frame (needs a heading)."""
-        cur, prev = self.odom_last, self.odom_prev
-        self.odom_prev = cur
-        if cur is None or prev is None or not math.isfinite(fix_yaw):
-            return None
-        d = cur[0] - prev[0]
-        rot = fix_yaw - cur[1]  # map yaw of the robot minus its odom yaw
-        c, s = math.cos(rot), math.sin(rot)
-        return np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
-
     def _process(self, kind: str, msg, received: float) -> None:
         header = Header(stamp=msg.header.stamp, frame_id=self.node_cfg.map_frame)
         t0 = time.perf_counter()
@@ -250,7 +239,9 @@ class LocalizerNode(LifecycleNode):
             return
         stamp = conv.stamp_to_sec(msg.header.stamp)
         if self.seq is not None:
-            fix = self.seq.update(rgb, odom_delta=self._odom_delta(self.last_yaw), stamp=stamp)
+            odom = self.odom_last
+            delta = None if odom is None else self.odom_tracker.delta(odom[0], odom[1], self.last_yaw)
+            fix = self.seq.update(rgb, odom_delta=delta, stamp=stamp)
             self.last_yaw = fix.yaw
         else:
             fix = self.loc.localize(rgb, stamp=stamp)

@@ -66,123 +66,151 @@ def read_imu_csv(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: not an IMU CSV (stamp_ns, gyro x y z, accel x y z): {e}") from None
 
 
-def simulate_wheel_odometry(xyz: np.ndarray, yaw: np.ndarray, seed: int = 0, scale_error: float = 0.02,
-                            yaw_drift_per_m: float = 0.01, noise: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
-    """Integrate the true planar motion with a scale error, a heading drift and noise: odom-frame x, y, yaw."""
-    rng = np.random.default_rng(seed)
-    n = len(xyz)
-    ox, oy, oyaw = np.zeros(n), np.zeros(n), np.zeros(n)
-    for i in range(1, n):
-        c, s = np.cos(yaw[i - 1]), np.sin(yaw[i - 1])
-        d = xyz[i, :2] - xyz[i - 1, :2]
-        fwd, lat = c * d[0] + s * d[1], -s * d[0] + c * d[1]  # motion in the robot frame
-        step = np.hypot(fwd, lat)
-        dyaw = np.arctan2(np.sin(yaw[i] - yaw[i - 1]), np.cos(yaw[i] - yaw[i - 1])) + yaw_drift_per_m * step
-        fwd, lat = fwd * (1 + scale_error) + rng.normal(0, noise), lat * (1 + scale_error) + rng.normal(0, noise)
-        cc, ss = np.cos(oyaw[i - 1]), np.sin(oyaw[i - 1])
-        ox[i], oy[i] = ox[i - 1] + cc * fwd - ss * lat, oy[i - 1] + ss * fwd + cc * lat
-        oyaw[i] = oyaw[i - 1] + dyaw + rng.normal(0, noise)
-    return np.stack([ox, oy], 1), oyaw
-
-
-def _image_msg(ts, path: Path, ns: int, frame: str):
+def _rgb_from_file(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"cannot read image {path}")
-    if img.ndim == 2:
-        enc, data = ("mono16" if img.dtype == np.uint16 else "mono8"), img
-    else:
-        enc, data = "rgb8", cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
-    data = np.ascontiguousarray(data)
-    h, w = data.shape[:2]
-    return ts.types["sensor_msgs/msg/Image"](header=_header(ts, ns, frame), height=h, width=w, encoding=enc,
-                                             is_bigendian=0, step=int(data.strides[0]),
-                                             data=data.reshape(-1).view(np.uint8))
+    return img if img.ndim == 2 else cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+
+
+class BagWriter:
+    """Writes the messages a camera robot records into a rosbag2 (MCAP or sqlite3); counts what it wrote.
+
+    ``with BagWriter(path) as w: w.image(t_ns, rgb); w.imu(...); ...`` (each topic is registered on first use).
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap", camera_frame: str = "camera"):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path} already exists")
+        self.ts = typestore()
+        self.T = self.ts.types
+        self.camera_frame = camera_frame
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._w = Writer(self.path, version=9, storage_plugin=plugin)
+        self._conns: dict[str, object] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self._w.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._w.close()
+
+    def _write(self, topic: str, msgtype: str, t_ns: int, msg) -> None:
+        if topic not in self._conns:
+            self._conns[topic] = self._w.add_connection(topic, msgtype, typestore=self.ts)
+        self._w.write(self._conns[topic], int(t_ns), self.ts.serialize_cdr(msg, msgtype))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def _vec(self, v):
+        return self.T["geometry_msgs/msg/Vector3"](x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+    def _pose(self, xyz, quat):
+        T = self.T
+        return T["geometry_msgs/msg/Pose"](
+            position=T["geometry_msgs/msg/Point"](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
+            orientation=T["geometry_msgs/msg/Quaternion"](x=float(quat[0]), y=float(quat[1]), z=float(quat[2]),
+                                                          w=float(quat[3])))
+
+    def image(self, t_ns: int, img: np.ndarray, topic: str = IMAGE_TOPIC) -> None:
+        """An RGB (HxWx3 uint8, rgb8) or grey (mono8/mono16) sensor_msgs/Image."""
+        data = np.ascontiguousarray(img)
+        enc = ("mono16" if data.dtype == np.uint16 else "mono8") if data.ndim == 2 else "rgb8"
+        h, w = data.shape[:2]
+        self._write(topic, "sensor_msgs/msg/Image", t_ns, self.T["sensor_msgs/msg/Image"](
+            header=_header(self.ts, t_ns, self.camera_frame), height=h, width=w, encoding=enc, is_bigendian=0,
+            step=int(data.strides[0]), data=data.reshape(-1).view(np.uint8)))
+
+    def camera_info(self, t_ns: int, calib: dict, topic: str = INFO_TOPIC) -> None:
+        """sensor_msgs/CameraInfo from ``{width, height, K (9), D, model}``."""
+        T, K = self.T, [float(v) for v in calib["K"]]
+        self._write(topic, "sensor_msgs/msg/CameraInfo", t_ns, T["sensor_msgs/msg/CameraInfo"](
+            header=_header(self.ts, t_ns, self.camera_frame), height=int(calib["height"]), width=int(calib["width"]),
+            distortion_model=calib["model"], d=np.array(calib["D"], float), k=np.array(K), r=np.eye(3).reshape(-1),
+            p=np.array([K[0], 0, K[2], 0, 0, K[4], K[5], 0, 0, 0, 1, 0], float), binning_x=0, binning_y=0,
+            roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)))
+
+    def imu(self, t_ns: int, gyro, accel, gyro_var: float, accel_var: float, frame: str = "imu",
+            topic: str = IMU_TOPIC) -> None:
+        """sensor_msgs/Imu without orientation (covariance[0] = -1), rates and specific force with variances."""
+        T = self.T
+        self._write(topic, "sensor_msgs/msg/Imu", t_ns, T["sensor_msgs/msg/Imu"](
+            header=_header(self.ts, t_ns, frame), orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+            orientation_covariance=np.array([-1.0] + [0.0] * 8), angular_velocity=self._vec(gyro),
+            angular_velocity_covariance=np.diag([gyro_var] * 3).reshape(-1), linear_acceleration=self._vec(accel),
+            linear_acceleration_covariance=np.diag([accel_var] * 3).reshape(-1)))
+
+    def odometry(self, t_ns: int, x: float, y: float, yaw: float, v: float = 0.0, w: float = 0.0,
+                 pose_var: float = 0.01, twist_var: tuple[float, float] = (0.01, 0.01), topic: str = ODOM_TOPIC) -> None:
+        """nav_msgs/Odometry (odom -> base_link), planar: x, y, yaw and forward speed / yaw rate."""
+        T = self.T
+        pc = np.zeros(36)
+        pc[[0, 7, 35]] = pose_var
+        pc[[14, 21, 28]] = 1e6  # z, roll, pitch not observed
+        tc = np.zeros(36)
+        tc[[0, 35]] = twist_var
+        tc[[7, 14, 21, 28]] = 1e6
+        q = [0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))]
+        self._write(topic, "nav_msgs/msg/Odometry", t_ns, T["nav_msgs/msg/Odometry"](
+            header=_header(self.ts, t_ns, "odom"), child_frame_id="base_link",
+            pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=self._pose((x, y, 0.0), q), covariance=pc),
+            twist=T["geometry_msgs/msg/TwistWithCovariance"](
+                twist=T["geometry_msgs/msg/Twist"](linear=self._vec((v, 0, 0)), angular=self._vec((0, 0, w))),
+                covariance=tc)))
+
+    def pose(self, t_ns: int, xyz, quat, frame: str = "map", topic: str = GT_TOPIC) -> None:
+        """geometry_msgs/PoseStamped (ground truth); ``quat`` is x, y, z, w."""
+        self._write(topic, "geometry_msgs/msg/PoseStamped", t_ns, self.T["geometry_msgs/msg/PoseStamped"](
+            header=_header(self.ts, t_ns, frame), pose=self._pose(xyz, quat)))
 
 
 def csv_to_bag(csv_path: str | Path, out: str | Path, imu_csv: str | Path | None = None,
                calibration: str | Path | None = None, storage: str = "mcap", rate_hz: float = 20.0,
                camera_frame: str = "camera", seed: int = 0, progress=None) -> dict:
-    """A CSV image sequence with poses -> rosbag2. Returns topic message counts."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    """A CSV image sequence with poses -> rosbag2. Returns topic message counts.
+
+    Wheel odometry is simulated from the ground-truth poses (:func:`visloc_ros.sim.sensors.simulate_odometry`:
+    speed scale error, yaw-rate bias, white noise), as labelled in the README."""
+    from ..sim.sensors import OdomSpec, simulate_odometry
 
     ds = read_csv(csv_path)
-    out = Path(out)
-    if out.exists():
-        raise BagError(f"{out} already exists")
-    ts = typestore()
-    T = ts.types
     n = len(ds)
     stamps = ds.stamp_ns if ds.stamp_ns is not None else (np.arange(n) * (1e9 / rate_hz)).astype(np.int64) + 1_000_000_000
     quat = ds.quat if ds.quat is not None else np.tile([0, 0, 0, 1.0], (n, 1))
-    yaw = yaw_from_quat(quat)
-    oxy, oyaw = simulate_wheel_odometry(ds.xyz, yaw, seed)
+    yaw = np.unwrap(yaw_from_quat(quat))
+    spec = OdomSpec()
+    odom = simulate_odometry(stamps / 1e9, ds.xyz[:, :2], yaw, spec, seed) if n > 1 else None
     calib = read_calibration(calibration) if calibration else None
     imu = read_imu_csv(imu_csv) if imu_csv else None
     if imu is not None:  # the IMU stream over the image sequence (plus a second either side)
         imu = imu[(imu[:, 0] >= stamps.min() - 1e9) & (imu[:, 0] <= stamps.max() + 1e9)]
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    counts = {}
-    with Writer(out, version=9, storage_plugin=plugin) as w:
-        def conn(topic, typ):
-            return w.add_connection(topic, typ, typestore=ts)
-        c_img, c_gt, c_odom = conn(IMAGE_TOPIC, "sensor_msgs/msg/Image"), conn(GT_TOPIC, "geometry_msgs/msg/PoseStamped"), \
-            conn(ODOM_TOPIC, "nav_msgs/msg/Odometry")
-        c_info = conn(INFO_TOPIC, "sensor_msgs/msg/CameraInfo") if calib else None
-        c_imu = conn(IMU_TOPIC, "sensor_msgs/msg/Imu") if imu is not None else None
-        events = [(int(t), "frame", i) for i, t in enumerate(stamps)]
-        if imu is not None:
-            events += [(int(r[0]), "imu", j) for j, r in enumerate(imu)]
-        events.sort()
-        bar = progress(total=len(events), desc="writing bag") if progress else None
+    events = [(int(t), 1, i) for i, t in enumerate(stamps)]
+    if imu is not None:
+        events += [(int(r[0]), 0, j) for j, r in enumerate(imu)]
+    events.sort()
+    bar = progress(total=len(events), desc="writing bag") if progress else None
+    with BagWriter(out, storage, camera_frame) as w:
         for t, kind, i in events:
-            if kind == "imu":
+            if kind == 0:
                 r = imu[i]
-                msg = T["sensor_msgs/msg/Imu"](
-                    header=_header(ts, t, "imu"), orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
-                    orientation_covariance=np.array([-1.0] + [0.0] * 8),  # orientation not provided
-                    angular_velocity=T["geometry_msgs/msg/Vector3"](x=r[1], y=r[2], z=r[3]),
-                    angular_velocity_covariance=np.diag([1.7e-4 ** 2] * 3).reshape(-1) * 200.0,
-                    linear_acceleration=T["geometry_msgs/msg/Vector3"](x=r[4], y=r[5], z=r[6]),
-                    linear_acceleration_covariance=np.diag([2.0e-3 ** 2] * 3).reshape(-1) * 200.0)
-                w.write(c_imu, t, ts.serialize_cdr(msg, "sensor_msgs/msg/Imu"))
-                counts[IMU_TOPIC] = counts.get(IMU_TOPIC, 0) + 1
+                w.imu(t, r[1:4], r[4:7], 200.0 * 1.7e-4 ** 2, 200.0 * 2.0e-3 ** 2)  # EuRoC densities at 200 Hz
             else:
-                w.write(c_img, t, ts.serialize_cdr(_image_msg(ts, ds.path(i), t, camera_frame), "sensor_msgs/msg/Image"))
-                if c_info is not None:
-                    info = T["sensor_msgs/msg/CameraInfo"](
-                        header=_header(ts, t, camera_frame), height=calib["height"], width=calib["width"],
-                        distortion_model=calib["model"], d=np.array(calib["D"]), k=np.array(calib["K"]),
-                        r=np.eye(3).reshape(-1), p=np.array([calib["K"][0], 0, calib["K"][2], 0, 0, calib["K"][4],
-                                                             calib["K"][5], 0, 0, 0, 1, 0], float),
-                        binning_x=0, binning_y=0,
-                        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
-                    w.write(c_info, t, ts.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
-                p = T["geometry_msgs/msg/Pose"](
-                    position=T["geometry_msgs/msg/Point"](x=ds.xyz[i, 0], y=ds.xyz[i, 1], z=ds.xyz[i, 2]),
-                    orientation=T["geometry_msgs/msg/Quaternion"](x=quat[i, 0], y=quat[i, 1], z=quat[i, 2], w=quat[i, 3]))
-                w.write(c_gt, t, ts.serialize_cdr(T["geometry_msgs/msg/PoseStamped"](header=_header(ts, t, "map"), pose=p),
-                                                  "geometry_msgs/msg/PoseStamped"))
-                oq = T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=float(np.sin(oyaw[i] / 2)), w=float(np.cos(oyaw[i] / 2)))
-                cov = np.zeros(36)
-                cov[[0, 7, 35]] = [0.01, 0.01, 0.01]
-                cov[[14, 21, 28]] = 1e6
-                odom = T["nav_msgs/msg/Odometry"](
-                    header=_header(ts, t, "odom"), child_frame_id="base_link",
-                    pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=T["geometry_msgs/msg/Pose"](
-                        position=T["geometry_msgs/msg/Point"](x=oxy[i, 0], y=oxy[i, 1], z=0.0), orientation=oq), covariance=cov),
-                    twist=T["geometry_msgs/msg/TwistWithCovariance"](
-                        twist=T["geometry_msgs/msg/Twist"](linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
-                                                           angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
-                        covariance=cov))
-                w.write(c_odom, t, ts.serialize_cdr(odom, "nav_msgs/msg/Odometry"))
-                for topic in (IMAGE_TOPIC, GT_TOPIC, ODOM_TOPIC) + ((INFO_TOPIC,) if c_info else ()):
-                    counts[topic] = counts.get(topic, 0) + 1
+                w.image(t, _rgb_from_file(ds.path(i)))
+                if calib is not None:
+                    w.camera_info(t, calib)
+                w.pose(t, ds.xyz[i], quat[i])
+                if odom is not None:
+                    w.odometry(t, odom.xy[i, 0], odom.xy[i, 1], odom.yaw[i], odom.v[i], odom.w[i],
+                               twist_var=(spec.speed_noise ** 2, spec.yaw_rate_noise ** 2))
             if bar:
                 bar.update(1)
-        if bar:
-            bar.close()
-    return counts
+    if bar:
+        bar.close()
+    return w.counts
 
 
 @dataclass
