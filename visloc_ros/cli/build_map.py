@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--session", default="map", help="name of this capture session (default: map)")
     p.add_argument("--encoder-steps", type=int, default=600, help="autoencoder training steps (default 600)")
     p.add_argument("--latent-dim", type=int, default=256, help="latent size (default 256)")
+    p.add_argument("--metric-learning", type=int, default=0, metavar="K",
+                   help="train the encoder with a metric loss on the map's geometry using K night/weather-like "
+                        "copies of each map image (default 0 = plain autoencoder; see the README ablation)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -53,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
             log.warning("skipped (no EXIF GPS): %s", s)
     cfg = config_from(args)
     m = build_map(ds, args.out, cfg, session=args.session, overwrite=args.force, progress=progress_factory(args),
-                  training=EncoderTraining(latent_dim=args.latent_dim, steps=args.encoder_steps))
+                  training=EncoderTraining(latent_dim=args.latent_dim, steps=args.encoder_steps,
+                                           degraded_per_image=max(args.metric_learning, 0),
+                                           metric_weight=1.0 if args.metric_learning > 0 else 0.0))
     meta = m.meta
     print(f"map {m.path}: {len(m)} places ({meta['skipped_images']} images skipped), "
           f"SOM {meta['som']['rows']}x{meta['som']['cols']}, latent {meta['encoder']['latent_dim']}, "

@@ -20,6 +20,7 @@ COMMANDS = {
     "models": "visloc_ros.cli.models",
     "synth": "visloc_ros.cli.synth",
     "bag": "visloc_ros.cli.bag",
+    "demo": "visloc_ros.cli.demo",
 }
 
 

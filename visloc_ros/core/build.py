@@ -1,7 +1,7 @@
 """Build a map from a dataset, and add places to an existing map without retraining anything.
 
-Stages: CNN descriptors of every image (unreadable images skipped with a warning) -> per-map
-autoencoder -> latents -> SOM index -> pose model (place spacing, consensus radius) -> covariance
+Stages: CNN descriptors of every image and of degraded (night/weather-like) copies of it (unreadable images
+skipped with a warning) -> per-map encoder (autoencoder + metric learning on the map's geometry) -> latents -> SOM index -> pose model (place spacing, consensus radius) -> covariance
 calibration on held-out map images (each left out of the map, once as is and once degraded to look
 like night) -> atomic write of the map folder.
 """
@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from .augment import night_like
+from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
 from .descriptor import CNN_FILE, CnnDescriptor, default_cnn_path, sha256_file
@@ -25,7 +25,7 @@ from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .map_db import MapData, Places, load_map, write_map
 from .pose import PoseModel, estimate, fit_alpha, raw_covariance, weights
-from .preprocess import load_image, resize
+from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
 
 log = logging.getLogger(__name__)
@@ -46,25 +46,38 @@ def _bar(progress: Progress | None, total: int, desc: str):
     return progress(total=total, desc=desc) if progress else _NoBar()
 
 
-def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], progress: Progress | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """CNN descriptors of a dataset's images; returns (descriptors, kept row indices, skipped messages)."""
-    out, kept, skipped = [], [], []
-    bar = _bar(progress, len(ds), "describing images")
+def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], progress: Progress | None = None,
+                    low_light: str = "auto", degraded_per_image: int = 0, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+    """CNN descriptors of a dataset's images, prepared as queries are (low light, size); with
+    ``degraded_per_image`` also of that many degraded copies of each. Returns (descriptors (N, D), kept row
+    indices, skipped messages, degraded descriptors (N, K, D) or None)."""
+    rng = np.random.default_rng(seed)
+    enhancer = LowLight()
+    out, deg, kept, skipped = [], [], [], []
+    bar = _bar(progress, len(ds), "describing images" + (f" (+{degraded_per_image} degraded each)"
+                                                         if degraded_per_image else ""))
     try:
         for i in range(len(ds)):
             try:
-                out.append(cnn(resize(load_image(ds.path(i)), *size)))
-                kept.append(i)
+                rgb = load_image(ds.path(i))
             except ImageError as e:
                 skipped.append(str(e))
                 log.warning("skipped: %s", e)
+                bar.update(1)
+                continue
+            out.append(cnn(prepare(rgb, low_light, size, enhancer)[0]))
+            if degraded_per_image:
+                deg.append([cnn(prepare(degrade(rgb, rng), low_light, size, enhancer)[0])
+                            for _ in range(degraded_per_image)])
+            kept.append(i)
             bar.update(1)
     finally:
         bar.close()
     if not kept:
         raise DatasetError(f"none of the {len(ds)} images could be read (first error: {skipped[0]})")
-    return np.array(out, dtype=np.float32), np.array(kept), skipped
+    return (np.array(out, dtype=np.float32), np.array(kept), skipped,
+            np.array(deg, dtype=np.float32) if degraded_per_image else None)
 
 
 def place_spacing(xyz: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
@@ -119,8 +132,8 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
         for i in pick:
             lookup(np.asarray(latents[i]), i)
             try:
-                img = night_like(load_image(ds.path(int(kept[i]))), rng)
-                lookup(encoder(cnn(resize(img, *size))), i)
+                img = degrade(load_image(ds.path(int(kept[i]))), rng)
+                lookup(encoder(cnn(prepare(img, config.low_light, size)[0])), i)
             except ImageError:
                 pass
             bar.update(1)
@@ -166,13 +179,17 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
     cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
     size = (config.image_long_side, config.image_short_side)
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
-    desc, kept, skipped = describe_images(ds, cnn, size, progress)
+    desc, kept, skipped, degraded = describe_images(ds, cnn, size, progress, config.low_light,
+                                                    training.degraded_per_image if training.metric_weight > 0 else 0,
+                                                    seed=seed)
     places = _places_from(ds, kept, session)
+    spacing = place_spacing(places.xyz)
     with tempfile.TemporaryDirectory(prefix="visloc-build-") as tmp:
         enc_path = Path(tmp) / "encoder.onnx"
         bar = _bar(progress, training.steps, "training encoder")
         try:
-            enc_meta = train_encoder(desc, enc_path, training, progress=bar.update)
+            enc_meta = train_encoder(desc, enc_path, training, progress=bar.update, positions=places.xyz,
+                                     spacing=spacing, degraded=degraded)
         finally:
             bar.close()
         encoder = Encoder(enc_path, config.backend, config.threads, int(desc.shape[1]))
@@ -181,7 +198,6 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
         codebook = train_som(latents, shape, seed=seed)
         index = SomIndex(codebook, latents)
         places.cells = index.cells
-        spacing = place_spacing(places.xyz)
         model = PoseModel(radius=config.consensus_radius_m or 10.0 * spacing, spacing=spacing)
         model, calib = calibrate(latents, places, index, model, config, cnn, encoder, ds, kept, size,
                                  seed=seed, progress=progress)
@@ -225,7 +241,7 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
     encoder = Encoder(m.encoder_path, config.backend, config.threads, int(m.meta["cnn"]["dim"]))
-    desc, kept, skipped = describe_images(ds, cnn, size, progress)
+    desc, kept, skipped, _ = describe_images(ds, cnn, size, progress, config.low_light)
     new = _places_from(ds, kept, session)
     latents = np.concatenate([np.asarray(m.latents), encoder.batch(desc)])
     index = SomIndex(m.codebook, np.asarray(m.latents), m.places.cells)

@@ -2,7 +2,11 @@
 
 Trained at map build (torch, CPU, a fixed number of gradient steps so time does not grow with the
 map); only the encoder half is exported to ONNX (``encoder.onnx`` in the map folder) and run at query
-time by any backend. Loss: cosine reconstruction of the (normalised) descriptor.
+time by any backend. Loss: cosine reconstruction of the (normalised) descriptor, plus, when the map's
+positions and degraded (night/weather-like) versions of its images are given, a multi-similarity metric loss
+(Wang et al., CVPR 2019) on the map's own geometry: a degraded image must land near the clean images taken
+within ``pos_spacings`` place spacings of it and away from those beyond ``neg_spacings``, hardest pairs
+weighted most.
 
 The encoder is linear and starts from the map's principal directions (PCA); the decoder is an MLP.
 A small map has fewer images than latent dimensions: a randomly initialised encoder would answer
@@ -30,14 +34,35 @@ class EncoderTraining:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    metric_weight: float = 0.0    # 0 = plain autoencoder (the default: see the README ablation)
+    degraded_per_image: int = 2   # degraded copies of each map image described for the metric term
+    pos_spacings: float = 2.0     # positives: clean map images within this many place spacings
+    neg_spacings: float = 5.0     # negatives: beyond this many
+    ms_alpha: float = 2.0
+    ms_beta: float = 40.0
+    ms_lambda: float = 0.5
     seed: int = 0
 
 
+def _multi_similarity(za, zc, pos, neg, c: EncoderTraining):
+    """Multi-similarity loss of anchors ``za`` (B, L) against ``zc`` (M, L) with boolean masks (B, M)."""
+    import torch
+
+    s = za @ zc.T
+    lam = c.ms_lambda
+    p_term = torch.log1p((torch.exp(-c.ms_alpha * (s - lam)) * pos).sum(1)) / c.ms_alpha
+    n_term = torch.log1p((torch.exp(c.ms_beta * (s - lam)) * neg).sum(1)) / c.ms_beta
+    keep = pos.any(1) & neg.any(1)
+    return (p_term + n_term)[keep].mean() if bool(keep.any()) else s.sum() * 0.0
+
+
 def train_encoder(descriptors: np.ndarray, out_path: str | Path, conf: EncoderTraining = EncoderTraining(),
-                  progress=None) -> dict:
+                  progress=None, positions: np.ndarray | None = None, spacing: float | None = None,
+                  degraded: np.ndarray | None = None) -> dict:
     """Train the autoencoder on ``descriptors`` (N, D) and export its encoder to ``out_path`` (ONNX).
 
-    Returns a summary (final reconstruction cosine, steps, dims) for ``map.yaml``.
+    With ``positions`` (N, 2), ``spacing`` and ``degraded`` (N, K, D) descriptors of degraded copies of the
+    same images, the metric term is added. Returns a summary for ``map.yaml``.
     ``progress`` is an optional callable ``(steps_done)`` for a progress bar.
     """
     import torch
@@ -61,12 +86,34 @@ def train_encoder(descriptors: np.ndarray, out_path: str | Path, conf: EncoderTr
     opt = torch.optim.AdamW(params, lr=conf.lr, weight_decay=conf.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, conf.steps)
     bs = min(conf.batch_size, n)
+    metric = conf.metric_weight > 0 and positions is not None and degraded is not None and spacing and n >= 8
+    if metric:
+        xa = torch.from_numpy(np.ascontiguousarray(degraded, dtype=np.float32))
+        pxy = np.asarray(positions, np.float64)[:, :2]
+        r_pos, r_neg = conf.pos_spacings * spacing, conf.neg_spacings * spacing
     loss_v = float("nan")
     for step in range(conf.steps):
-        b = x[torch.from_numpy(rng.choice(n, bs, replace=False))]
+        idx = rng.choice(n, bs, replace=False)
+        b = x[torch.from_numpy(idx)]
         z = torch.nn.functional.normalize(enc(b), dim=1)
         r = torch.nn.functional.normalize(dec(z), dim=1)
         loss = (1.0 - (r * b).sum(1)).mean()
+        if metric:
+            half = idx[: bs // 2]
+            # a random neighbour within r_pos of each anchor's place, so that the batch holds positives
+            near = np.linalg.norm(pxy[half][:, None] - pxy[None], axis=2) <= r_pos
+            mates = np.array([rng.choice(np.flatnonzero(row)) for row in near])
+            cl = np.concatenate([half, mates])
+            d = np.linalg.norm(pxy[half][:, None] - pxy[cl][None], axis=2)
+            za = torch.nn.functional.normalize(enc(xa[torch.from_numpy(half), torch.from_numpy(
+                rng.integers(0, xa.shape[1], len(half)))]), dim=1)
+            zc = torch.nn.functional.normalize(enc(x[torch.from_numpy(cl)]), dim=1)
+            pos, neg = torch.from_numpy(d <= r_pos), torch.from_numpy(d > r_neg)
+            # degraded anchors against clean images; clean anchors against their clean neighbours
+            zh = zc[: len(half)]
+            self_mask = torch.from_numpy(np.equal.outer(half, cl))
+            loss = loss + conf.metric_weight * (_multi_similarity(za, zc, pos, neg, conf)
+                                                + _multi_similarity(zh, zc, pos & ~self_mask, neg, conf))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -94,7 +141,10 @@ def train_encoder(descriptors: np.ndarray, out_path: str | Path, conf: EncoderTr
                           dynamo=False)
     os.replace(tmp, out)
     return {"latent_dim": latent, "hidden_dim": conf.hidden_dim, "steps": conf.steps,
-            "train_loss": round(loss_v, 5), "reconstruction_cosine": round(recon, 5)}
+            "train_loss": round(loss_v, 5), "reconstruction_cosine": round(recon, 5),
+            "metric_learning": {"loss": "multi-similarity", "degraded_per_image": int(degraded.shape[1]),
+                                "pos_spacings": conf.pos_spacings, "neg_spacings": conf.neg_spacings,
+                                "weight": conf.metric_weight} if metric else None}
 
 
 class Encoder:

@@ -19,7 +19,7 @@ from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
 from .map_db import MapData, load_map
 from .pose import PoseModel, estimate, yaw_from_quat
-from .preprocess import LowLight, illumination_condition, load_image, resize
+from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
 
 LOCALIZED, UNCERTAIN = "LOCALIZED", "UNCERTAIN"
@@ -97,11 +97,7 @@ class Localizer:
         """Raw RGB -> CNN input (low light as configured, resized); also the illumination condition."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
             raise ImageError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
-        cond = illumination_condition(rgb)
-        mode = self.config.low_light
-        if mode == "on" or (mode == "auto" and cond != "day"):
-            rgb = self._low_light(rgb)
-        return resize(rgb, *self._size), cond
+        return prepare(rgb, self.config.low_light, self._size, self._low_light)
 
     def embed(self, image: np.ndarray | str | Path) -> tuple[np.ndarray, str, dict[str, float]]:
         """Image (HxWx3 uint8 RGB, or a path) -> latent, illumination condition, stage timings (ms)."""

@@ -151,3 +151,14 @@ class LowLight:
             lut = (255.0 * (np.arange(256) / 255.0) ** gamma).clip(0, 255).astype(np.uint8)
             out = cv2.LUT(out, lut)
         return out
+
+
+def prepare(rgb: np.ndarray, low_light: str, size: tuple[int, int], enhancer: LowLight | None = None
+            ) -> tuple[np.ndarray, str]:
+    """Raw RGB -> CNN input: low-light enhancement as configured (``on``, ``off``, ``auto`` = frames that are
+    not 'day'), resized to ``size`` (long, short side). Also returns the illumination condition. The map
+    build and the localizer both go through here, so training and queries see the same input."""
+    cond = illumination_condition(rgb)
+    if low_light == "on" or (low_light == "auto" and cond != "day"):
+        rgb = (enhancer or LowLight())(rgb)
+    return resize(rgb, *size), cond

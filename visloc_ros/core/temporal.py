@@ -10,6 +10,7 @@ particles' weighted covariance plus the map's spacing floor.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,12 @@ class FilterParams:
     pos_noise_spacings: float = 0.5
     vel_noise_spacings: float = 0.3
     init_speed_spacings: float = 2.0
-    outlier_floor: float = 0.05
+    outlier_floor: float = 0.5     # likelihood floor: one frame can favour a place at most (1 + 1/floor) x
+    odom_noise: float = 0.1       # relative error of an odometry step (scale and heading)
+    odom_noise_m: float = 0.02    # plus this much per frame (m)
+    hub_memory: float = 0.05      # rate of the per-place background similarity (hub suppression); 0 = off
+    evidence_temperature: float = 0.02
+    history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     seed: int = 0
 
 
@@ -62,9 +68,46 @@ class SequenceFilter:
         self.spacing = localizer.pose_model.spacing
         self.pos = None
         self.vel = None
+        self.w = None
+        self.hist: deque = deque(maxlen=max(1, params.history))
+        self.odo_sum = np.zeros(2)
+        self.bg = None  # per-place background similarity (hubs: places that answer every frame)
 
     def reset(self) -> None:
-        self.pos = self.vel = None
+        self.pos = self.vel = self.w = self.bg = None
+        self.hist.clear()
+
+    def _evidence(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Candidate weights from similarity above each place's own background, which is updated after."""
+        p = self.p
+        if p.hub_memory <= 0:
+            return weights(scores, self.loc.pose_model.temperature)
+        floor = float(scores.min())
+        if self.bg is None:
+            self.bg = np.full(len(self.loc.map), floor, np.float32)
+        e = scores - self.bg[ids]
+        self.bg *= 1.0 - p.hub_memory
+        self.bg += p.hub_memory * floor
+        self.bg[ids] += p.hub_memory * (scores - floor)
+        return weights(e, p.evidence_temperature)
+
+    def _hypotheses(self, cxy: np.ndarray, wc: np.ndarray, odom_delta) -> tuple[np.ndarray, np.ndarray]:
+        """Where to re-seed particles: this frame's candidates, weighted by how well the last ``history`` frames'
+        candidates agree with each once carried along the odometry (sequence matching). Without odometry: the
+        candidates by this frame's weights."""
+        p, s = self.p, self.spacing
+        if odom_delta is None or p.history <= 1:
+            self.hist.clear()
+            return cxy, wc
+        self.odo_sum = self.odo_sum + np.asarray(odom_delta, float)[:2]
+        self.hist.append((cxy, wc / wc.sum(), self.odo_sum.copy()))
+        score = np.zeros(len(cxy))
+        for hx, hw, o in self.hist:
+            shift = self.odo_sum - o                     # displacement from that frame to now
+            sig2 = (p.obs_sigma_spacings * s) ** 2 + (p.odom_noise * np.hypot(*shift)) ** 2
+            d2 = (((cxy - shift)[:, None, :] - hx[None]) ** 2).sum(2)
+            score += np.log(np.exp(-0.5 * d2 / sig2) @ hw + p.outlier_floor)
+        return cxy, np.exp(score - score.max()) * wc / wc.max()
 
     def _draw_around(self, xy: np.ndarray, wc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         pick = self.rng.choice(len(xy), n, p=wc / wc.sum())
@@ -84,40 +127,53 @@ class SequenceFilter:
         loc, p, s = self.loc, self.p, self.spacing
         t0 = time.perf_counter()
         cxy = loc.map.places.xyz[fix.candidate_ids, :2]
-        wc = weights(fix.candidate_scores, loc.pose_model.temperature)
+        wc = self._evidence(fix.candidate_ids, fix.candidate_scores)
         n = p.particles
         if self.pos is None:
             self.pos, self.vel = self._draw_around(cxy, wc, n)
+            self.w = np.full(n, 1.0 / n)
         elif odom_delta is not None:
-            self.pos += np.asarray(odom_delta, float)[:2] + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
+            d = np.asarray(odom_delta, float)[:2]
+            sd = p.odom_noise * float(np.hypot(*d)) + p.odom_noise_m
+            self.pos += d + self.rng.normal(0, sd, (n, 2))
         else:
             self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
             self.pos += self.vel + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
         # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
-        # Gaussian mixture as one matrix-vector product
+        # Gaussian mixture as one matrix-vector product; the floor bounds what one frame can say
         d2 = (self.pos ** 2).sum(1)[:, None] - 2.0 * (self.pos @ cxy.T) + (cxy ** 2).sum(1)[None]
         lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + p.outlier_floor
-        w = lik / lik.sum()
-        # systematic resampling, then sensor resetting around this frame's candidates
-        idx = np.minimum(np.searchsorted(np.cumsum(w), (self.rng.random() + np.arange(n)) / n), n - 1)
+        self.w = lik / lik.sum()
+        self._estimate(fix)
+        idx = np.minimum(np.searchsorted(np.cumsum(self.w), (self.rng.random() + np.arange(n)) / n), n - 1)
         self.pos, self.vel = self.pos[idx], self.vel[idx]
+        self.w = np.full(n, 1.0 / n)
+        # sensor resetting around positions that this frame, or with odometry the recent sequence, supports
         k = int(p.reset_fraction * n)
         if k:
-            self.pos[:k], self.vel[:k] = self._draw_around(cxy, wc, k)
-        # estimate: mean shift from the median to the main mode; covariance over all particles
-        centre = np.median(self.pos, axis=0)
-        r = loc.pose_model.radius
-        for _ in range(5):
-            near = np.linalg.norm(self.pos - centre, axis=1) <= r
-            if not near.any():
-                break
-            centre = self.pos[near].mean(0)
-        d = self.pos - centre
-        fix.cov2 = (d.T @ d) / n + (s ** 2) * np.eye(2)  # a split belief stays wide
-        fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
-        fix.cov6 = fix.cov6.copy()
-        fix.cov6[:2, :2] = fix.cov2
-        fix.support = float(np.mean(np.linalg.norm(d, axis=1) <= r))
+            hxy, hw = self._hypotheses(cxy, wc, odom_delta)
+            self.pos[:k], self.vel[:k] = self._draw_around(hxy, hw, k)
         loc.set_geodetic(fix)
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
         return fix
+
+    def _estimate(self, fix: Fix) -> None:
+        """Mean shift from the densest (by weight) of a sample of particles to the main mode; covariance over
+        all particles (a split belief stays wide)."""
+        pos, w, s = self.pos, self.w, self.spacing
+        n = len(pos)
+        r = self.loc.pose_model.radius
+        probe = pos[:: max(1, n // 200)]
+        dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
+        centre = probe[int(np.argmax(dens @ w))]
+        for _ in range(5):
+            near = np.linalg.norm(pos - centre, axis=1) <= r
+            if not near.any():
+                break
+            centre = (w[near, None] * pos[near]).sum(0) / w[near].sum()
+        d = pos - centre
+        fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
+        fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
+        fix.cov6 = fix.cov6.copy()
+        fix.cov6[:2, :2] = fix.cov2
+        fix.support = float(w[np.linalg.norm(d, axis=1) <= r].sum())

@@ -33,6 +33,7 @@ class DemoSpec:
     query_speed: float = 1.4
     tunnel_length: float = 200.0
     sequence: bool = True
+    metric_learning: int = 2        # degraded copies per map image for the encoder's metric term (0 = off)
 
 
 def _drives(spec: DemoSpec, world):
@@ -49,7 +50,7 @@ def _drives(spec: DemoSpec, world):
         mp = drive(c, False, spec.seed * 100 + 1, height=h, start=1.0, distance=L - 2.0, speed=spec.map_speed,
                    lateral=world.lane_offset, weave=0.15, speed_var=0.1)
         qp = drive(c, False, spec.seed * 100 + 2, height=h, start=8.0, distance=L - 16.0, speed=spec.query_speed,
-                   lateral=world.lane_offset + 1.4, weave=0.5)
+                   lateral=world.lane_offset + 0.6, weave=0.4)
     return mp, qp
 
 
@@ -57,6 +58,7 @@ def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, p
     from ..core.build import build_map
     from ..core.config import LocalizerConfig
     from ..core.dataset import read_csv
+    from ..core.encoder import EncoderTraining
     from ..core.localizer import Localizer
     from ..tools.replay import replay_bag, score
 
@@ -73,7 +75,9 @@ def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, p
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cfg = LocalizerConfig(map_path=str(out / "map"))
-    build_map(read_csv(mrun.csv), out / "map", cfg, session="mapping_run", overwrite=True, progress=progress)
+    build_map(read_csv(mrun.csv), out / "map", cfg, session="mapping_run", overwrite=True, progress=progress,
+              training=EncoderTraining(degraded_per_image=spec.metric_learning,
+                                       metric_weight=1.0 if spec.metric_learning else 0.0))
     timings["build_map_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     loc = Localizer(out / "map", cfg)

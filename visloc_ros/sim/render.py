@@ -29,12 +29,13 @@ class Lighting:
     max_gain: float           # auto-exposure gain limit
     read_noise: float         # DN (of 255) at gain 1
     shot_noise: float         # DN per sqrt(DN) at gain 1
+    daylight: float           # brightness of daylight at tunnel portals (0 = night outside)
 
 
 CONDITIONS = {
-    "lit": Lighting("lit", 1.0, 0.0, 0.0, 0.30, 0.0, 2.0, 0.8, 0.15),
-    "dim": Lighting("dim", 0.35, 0.3, 0.0, 0.08, 0.15, 6.0, 1.2, 0.3),
-    "night": Lighting("night", 0.0, 1.0, 0.9, 0.01, 0.08, 8.0, 1.5, 0.35),
+    "lit": Lighting("lit", 1.0, 0.0, 0.0, 0.30, 0.0, 2.0, 0.8, 0.15, 1.0),
+    "dim": Lighting("dim", 0.35, 0.3, 0.0, 0.08, 0.15, 6.0, 1.2, 0.3, 0.3),
+    "night": Lighting("night", 0.0, 1.0, 0.9, 0.01, 0.08, 8.0, 1.5, 0.35, 0.0),
 }
 
 
@@ -71,7 +72,6 @@ class Camera:
                               f"software rendering needs libOSMesa (apt-get install libosmesa6)") from None
         self._mj = mujoco
         m = self.model
-        self.fovy = float(m.cam_fovy[0])
         self.lamp_mat = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, a) for a, _, _ in world.lamps], int)
         self.lamp_light = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_LIGHT, b) for _, b, _ in world.lamps], int)
         self.lamp_pos = np.array([p for _, _, p in world.lamps]).reshape(-1, 3)
@@ -80,6 +80,8 @@ class Camera:
         self.head_diffuse = m.light_diffuse[self.head].copy()
         self.lamp_emission = m.mat_emission[self.lamp_mat].copy()
         L = self.light
+        for name in world.daylight:
+            m.mat_emission[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, name)] *= L.daylight
         self.alive = np.random.default_rng(world.seed + 7).random(len(world.lamps)) >= L.lamp_dead
         m.vis.headlight.ambient[:] = L.ambient
         m.light_active[self.head] = L.headlight > 0

@@ -30,6 +30,7 @@ class World:
     centreline: np.ndarray          # (N, 2) polyline the robot drives along
     closed: bool                    # the centreline is a loop
     lamps: list[tuple[str, str, np.ndarray]] = field(default_factory=list)  # (material, light, position)
+    daylight: list[str] = field(default_factory=list)  # materials that glow with daylight (tunnel portals)
     camera_height: float = 1.2
     lane_offset: float = 0.0        # lateral offset of the mapping run from the centreline (m, left +)
     fovy: float = 70.0              # vertical field of view of the camera (degrees)
@@ -170,12 +171,27 @@ def tunnel(seed: int = 0, length: float = 200.0, fovy: float = 70.0) -> World:
     for x in np.arange(25.0, L, 25.0):  # distance markers, right wall
         mat = m.material(tx.sign(f"{x / 1000:.3f} km", bg=(245, 245, 240), border=(20, 20, 20)))
         m.box((x, -(hw - 0.03), 2.3), (0.5, 0.03, 0.22), mat)
+    # self-lit escape-route signs every 25 m, alternating walls: distances to the nearest exits in each direction
+    # (lit day and night, as tunnel safety rules require); niches are the exits
+    exits = np.array([i * seg + seg / 2 for i in range(int(L / seg)) if (i % niche_every) in (0, 6)
+                      and 0 < i < L / seg - 1] or [L])
+    for j, x in enumerate(np.arange(12.5, L, 25.0)):
+        back, ahead = exits[exits < x], exits[exits > x]
+        text = f"<{x - back.max():.0f}m  {ahead.min() - x:.0f}m>" if len(back) and len(ahead) else \
+            f"EXIT {abs(exits - x).min():.0f}m"
+        side = 1 if j % 2 else -1
+        mat = m.material(tx.sign(text, fg=(255, 255, 255), bg=(0, 140, 70), w=384, h=96), emission=0.7)
+        m.box((x, side * (hw - 0.04), 1.6), (0.75, 0.03, 0.19), mat)
     # sparse lamps, alternating sides
     for j, x in enumerate(np.arange(6.0, L, 12.0)):
         m.lamp((x, (1.0 if j % 2 else -1.0) * 2.2, H - 0.05), (0.6, 0.12, 0.05), color=(1.0, 0.85, 0.6), power=1.5, reach=0.05)
+    # daylight beyond both portals (bright by day, dark at night)
+    sky = m.material(rgba=(0.85, 0.9, 1.0, 1), emission=1.0)
+    for x in (-10.5, L + 10.5):
+        m.box((x, 0, H / 2), (0.1, hw + 3, H), sky)
     centre = np.array([[0.0, 0.0], [L, 0.0]])
     return World("tunnel", seed, m.xml("tunnel", fovy), m.assets, centre, False, m.lamps, camera_height=1.3,
-                 lane_offset=-1.7, fovy=fovy)
+                 lane_offset=-1.7, fovy=fovy, daylight=[sky])
 
 
 def building(seed: int = 0, fovy: float = 70.0) -> World:
