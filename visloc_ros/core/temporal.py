@@ -23,7 +23,7 @@ from .pose import weights
 class FilterParams:
     particles: int = 2000
     candidates: int = 50          # places per frame used as evidence
-    reset_fraction: float = 0.05  # particles re-drawn around the candidates each frame
+    reset_fraction: float = 0.03  # particles re-drawn around the candidates each frame
     obs_sigma_spacings: float = 1.5
     pos_noise_spacings: float = 0.5
     vel_noise_spacings: float = 0.3
@@ -33,6 +33,7 @@ class FilterParams:
     odom_noise_m: float = 0.02    # plus this much per frame (m)
     hub_memory: float = 0.05      # rate of the per-place background similarity (hub suppression); 0 = off
     evidence_temperature: float = 0.02
+    switch_ratio: float = 3.0     # another mode must hold this many times the tracked mode's weight to take over
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     seed: int = 0
 
@@ -69,12 +70,13 @@ class SequenceFilter:
         self.pos = None
         self.vel = None
         self.w = None
+        self.centre = None
         self.hist: deque = deque(maxlen=max(1, params.history))
         self.odo_sum = np.zeros(2)
         self.bg = None  # per-place background similarity (hubs: places that answer every frame)
 
     def reset(self) -> None:
-        self.pos = self.vel = self.w = self.bg = None
+        self.pos = self.vel = self.w = self.bg = self.centre = None
         self.hist.clear()
 
     def _evidence(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -129,22 +131,24 @@ class SequenceFilter:
         cxy = loc.map.places.xyz[fix.candidate_ids, :2]
         wc = self._evidence(fix.candidate_ids, fix.candidate_scores)
         n = p.particles
+        shift = None
         if self.pos is None:
             self.pos, self.vel = self._draw_around(cxy, wc, n)
             self.w = np.full(n, 1.0 / n)
         elif odom_delta is not None:
-            d = np.asarray(odom_delta, float)[:2]
-            sd = p.odom_noise * float(np.hypot(*d)) + p.odom_noise_m
-            self.pos += d + self.rng.normal(0, sd, (n, 2))
+            shift = np.asarray(odom_delta, float)[:2]
+            sd = p.odom_noise * float(np.hypot(*shift)) + p.odom_noise_m
+            self.pos += shift + self.rng.normal(0, sd, (n, 2))
         else:
             self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
+            shift = np.average(self.vel, axis=0, weights=self.w)
             self.pos += self.vel + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
         # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
         # Gaussian mixture as one matrix-vector product; the floor bounds what one frame can say
         d2 = (self.pos ** 2).sum(1)[:, None] - 2.0 * (self.pos @ cxy.T) + (cxy ** 2).sum(1)[None]
         lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + p.outlier_floor
         self.w = lik / lik.sum()
-        self._estimate(fix)
+        self._estimate(fix, shift)
         idx = np.minimum(np.searchsorted(np.cumsum(self.w), (self.rng.random() + np.arange(n)) / n), n - 1)
         self.pos, self.vel = self.pos[idx], self.vel[idx]
         self.w = np.full(n, 1.0 / n)
@@ -157,20 +161,35 @@ class SequenceFilter:
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
         return fix
 
-    def _estimate(self, fix: Fix) -> None:
-        """Mean shift from the densest (by weight) of a sample of particles to the main mode; covariance over
-        all particles (a split belief stays wide)."""
-        pos, w, s = self.pos, self.w, self.spacing
-        n = len(pos)
-        r = self.loc.pose_model.radius
-        probe = pos[:: max(1, n // 200)]
-        dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
-        centre = probe[int(np.argmax(dens @ w))]
+    def _mode(self, start: np.ndarray, r: float) -> tuple[np.ndarray, float]:
+        """Weighted mean shift from ``start``; returns the mode and the weight within ``r`` of it."""
+        pos, w = self.pos, self.w
+        centre = start
+        near = np.zeros(len(pos), bool)
         for _ in range(5):
             near = np.linalg.norm(pos - centre, axis=1) <= r
             if not near.any():
                 break
             centre = (w[near, None] * pos[near]).sum(0) / w[near].sum()
+        return centre, float(w[near].sum())
+
+    def _estimate(self, fix: Fix, shift: np.ndarray | None) -> None:
+        """The main mode of the particles; covariance over all of them (a split belief stays wide).
+
+        The mode reported last frame (moved by this frame's motion) is kept unless another mode holds
+        ``switch_ratio`` times its weight: repetitive places (an alias some metres away) then cannot make the
+        estimate flicker between modes, while a kidnapped robot's new mode still takes over."""
+        pos, w, s = self.pos, self.w, self.spacing
+        n = len(pos)
+        r = self.loc.pose_model.radius
+        probe = pos[:: max(1, n // 200)]
+        dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
+        centre, mass = self._mode(probe[int(np.argmax(dens @ w))], r)
+        if self.centre is not None and shift is not None:
+            kept, kept_mass = self._mode(self.centre + shift, r)
+            if kept_mass > 0 and mass < self.p.switch_ratio * kept_mass:
+                centre = kept
+        self.centre = centre
         d = pos - centre
         fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
         fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])

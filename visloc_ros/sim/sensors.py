@@ -81,7 +81,8 @@ def _dense_path(centre: np.ndarray, closed: bool, corner_radius: float, step: fl
             pad = np.vstack([p[-(k // 2):], p, p[:k // 2]])
             p = np.stack([np.convolve(pad[:, j], ker, "valid") for j in range(2)], 1)
         else:
-            pad = np.vstack([np.repeat(p[:1], k // 2, 0), p, np.repeat(p[-1:], k // 2, 0)])
+            h = k // 2  # odd reflection at the ends: straight ends stay straight and keep their length
+            pad = np.vstack([2 * p[0] - p[h:0:-1], p, 2 * p[-1] - p[-2:-h - 2:-1]])
             p = np.stack([np.convolve(pad[:, j], ker, "valid") for j in range(2)], 1)
     s = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
     return p, s
@@ -107,16 +108,13 @@ def drive(centre: np.ndarray, closed: bool, seed: int, *, height: float, start: 
     sa = start + arc
     sw = np.mod(sa, total) if closed else np.clip(sa, 0, total)
     cx, cy = np.interp(sw, s, p[:, 0]), np.interp(sw, s, p[:, 1])
-    # tangent and left normal of the centreline
-    tx, ty = np.gradient(p[:, 0], s), np.gradient(p[:, 1], s)
-    hx, hy = np.interp(sw, s, tx), np.interp(sw, s, ty)
-    nrm = np.hypot(hx, hy)
-    hx, hy = hx / nrm, hy / nrm
+    # heading of the centreline, interpolated (continuous, so the yaw rate has no spikes), and its left normal
+    head = np.unwrap(np.arctan2(np.gradient(p[:, 1], s), np.gradient(p[:, 0], s)))
+    h = np.interp(sw, s, head)
     off = lateral + weave * smooth_noise(rng, sa, 12.0)
-    x, y = cx - hy * off, cy + hx * off
-    # heading from the path itself (the robot turns into the weave); robust when the robot is slow
-    dx, dy = np.gradient(x, sa), np.gradient(y, sa)
-    yaw = np.unwrap(np.arctan2(dy, dx))
+    x, y = cx - np.sin(h) * off, cy + np.cos(h) * off
+    # the robot faces along its own path: the centreline heading turned by the weave's slope
+    yaw = h + np.arctan(np.gradient(off, sa))
     w = np.radians(wobble_deg)
     yaw = yaw + 0.5 * w * smooth_noise(rng, t, 1.5)
     roll, pitch = w * smooth_noise(rng, t, 0.8), w * smooth_noise(rng, t, 0.7)
