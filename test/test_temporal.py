@@ -20,8 +20,9 @@ def test_tracks_a_sequence_and_recovers_after_kidnapping(xy_map):
         errs.append(np.linalg.norm(f.xyz[:2] - places.xyz[i, :2]))
         assert np.all(np.linalg.eigvalsh(f.cov2) > 0)
     errs = np.array(errs)
-    assert np.median(errs[3:12]) < 2.0          # tracking
-    assert np.all(errs[12 + 5:] < 3.0)          # recovered within 5 frames of the jump
+    spacing = loc.pose_model.spacing
+    assert np.median(errs[3:12]) < 1.0 * spacing          # tracking
+    assert np.all(errs[12 + 3:] < 2.5 * spacing)          # recovered within 3 frames of the jump
 
 
 def test_odometry_driven_filter_recovers_after_kidnapping(xy_map):
@@ -35,12 +36,12 @@ def test_odometry_driven_filter_recovers_after_kidnapping(xy_map):
     rng = np.random.default_rng(1)
     filt = SequenceFilter(loc, FilterParams(particles=1000, seed=1))
     odo = OdometryTracker()
-    order = list(range(0, 13)) + list(range(18, 30))  # 30 places on a loop; carried from 12 to 18
+    order = list(range(0, 13)) + list(range(18, 30)) + list(range(0, 12))  # 30 places on a loop; carried 12 -> 18
     odom_xy, errs = np.zeros(2), []
     for k, i in enumerate(order):
         if k:
             prev = order[k - 1]
-            step = places.xyz[i, :2] - places.xyz[prev, :2] if i == prev + 1 else \
+            step = places.xyz[i, :2] - places.xyz[prev, :2] if i in (prev + 1, 0) else \
                 places.xyz[prev, :2] - places.xyz[prev - 1, :2]  # carried: the wheels report a normal step
             odom_xy = odom_xy + step
         img = view(draw_scene(1 * 100003 + seed_of[places.images[i]]), rng, night=k % 4 == 3)
@@ -49,4 +50,4 @@ def test_odometry_driven_filter_recovers_after_kidnapping(xy_map):
     errs = np.array(errs)
     spacing = loc.pose_model.spacing
     assert np.median(errs[3:13]) < 1.5 * spacing                 # tracking
-    assert np.all(errs[13 + 8:] < 2.0 * spacing)                 # recovered within 8 frames of the jump
+    assert np.all(errs[13 + 15:] < 2.0 * spacing)                # recovered within 15 frames of the jump

@@ -24,15 +24,19 @@ class FilterParams:
     particles: int = 2000
     candidates: int = 50          # places per frame used as evidence
     reset_fraction: float = 0.03  # particles re-drawn around the candidates each frame
+    reset_fraction_lost: float = 0.1  # ... while the main mode holds less than half the weight
     obs_sigma_spacings: float = 1.5
     pos_noise_spacings: float = 0.5
     vel_noise_spacings: float = 0.3
     init_speed_spacings: float = 2.0
-    outlier_floor: float = 0.5     # likelihood floor: one frame can favour a place at most (1 + 1/floor) x
+    outlier_floor: float = 1.0    # likelihood floor: one frame can favour a place at most (1 + 1/floor) x
     odom_noise: float = 0.1       # relative error of an odometry step (scale and heading)
     odom_noise_m: float = 0.02    # plus this much per frame (m)
+    odom_scale_sd: float = 0.03   # prior spread of the odometry scale each particle carries
+    odom_scale_walk: float = 0.002  # its drift per frame
     hub_memory: float = 0.05      # rate of the per-place background similarity (hub suppression); 0 = off
     evidence_temperature: float = 0.02
+    min_track_mass: float = 0.2   # the tracked mode is kept only while it holds this share of the weight
     switch_ratio: float = 3.0     # another mode must hold this many times the tracked mode's weight to take over
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     seed: int = 0
@@ -69,14 +73,16 @@ class SequenceFilter:
         self.spacing = localizer.pose_model.spacing
         self.pos = None
         self.vel = None
+        self.scale = None
         self.w = None
         self.centre = None
+        self.mode_mass = 0.0
         self.hist: deque = deque(maxlen=max(1, params.history))
         self.odo_sum = np.zeros(2)
         self.bg = None  # per-place background similarity (hubs: places that answer every frame)
 
     def reset(self) -> None:
-        self.pos = self.vel = self.w = self.bg = self.centre = None
+        self.pos = self.vel = self.scale = self.w = self.bg = self.centre = None
         self.hist.clear()
 
     def _evidence(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -134,11 +140,15 @@ class SequenceFilter:
         shift = None
         if self.pos is None:
             self.pos, self.vel = self._draw_around(cxy, wc, n)
+            self.scale = self.rng.normal(1.0, p.odom_scale_sd, n)
             self.w = np.full(n, 1.0 / n)
         elif odom_delta is not None:
             shift = np.asarray(odom_delta, float)[:2]
             sd = p.odom_noise * float(np.hypot(*shift)) + p.odom_noise_m
-            self.pos += shift + self.rng.normal(0, sd, (n, 2))
+            # each particle carries its own odometry scale (wheel radius error), learnt by resampling
+            self.scale += self.rng.normal(0, p.odom_scale_walk, n)
+            self.pos += self.scale[:, None] * shift + self.rng.normal(0, sd, (n, 2))
+            shift = shift * float(np.average(self.scale, weights=self.w))
         else:
             self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
             shift = np.average(self.vel, axis=0, weights=self.w)
@@ -150,13 +160,15 @@ class SequenceFilter:
         self.w = lik / lik.sum()
         self._estimate(fix, shift)
         idx = np.minimum(np.searchsorted(np.cumsum(self.w), (self.rng.random() + np.arange(n)) / n), n - 1)
-        self.pos, self.vel = self.pos[idx], self.vel[idx]
+        self.pos, self.vel, self.scale = self.pos[idx], self.vel[idx], self.scale[idx]
         self.w = np.full(n, 1.0 / n)
         # sensor resetting around positions that this frame, or with odometry the recent sequence, supports
-        k = int(p.reset_fraction * n)
+        # more re-seeding while no mode dominates (start-up, after a kidnapping), as in augmented MCL
+        k = int((p.reset_fraction if self.mode_mass >= 0.5 else p.reset_fraction_lost) * n)
         if k:
             hxy, hw = self._hypotheses(cxy, wc, odom_delta)
             self.pos[:k], self.vel[:k] = self._draw_around(hxy, hw, k)
+            self.scale[:k] = self.rng.normal(1.0, p.odom_scale_sd, k)
         loc.set_geodetic(fix)
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
         return fix
@@ -174,7 +186,9 @@ class SequenceFilter:
         return centre, float(w[near].sum())
 
     def _estimate(self, fix: Fix, shift: np.ndarray | None) -> None:
-        """The main mode of the particles; covariance over all of them (a split belief stays wide).
+        """The main mode of the particles and its covariance: the spread of the mode's own particles while it
+        holds most of the weight, of all particles when the belief is split (then the ellipse says so), plus the
+        map's place spacing.
 
         The mode reported last frame (moved by this frame's motion) is kept unless another mode holds
         ``switch_ratio`` times its weight: repetitive places (an alias some metres away) then cannot make the
@@ -187,12 +201,18 @@ class SequenceFilter:
         centre, mass = self._mode(probe[int(np.argmax(dens @ w))], r)
         if self.centre is not None and shift is not None:
             kept, kept_mass = self._mode(self.centre + shift, r)
-            if kept_mass > 0 and mass < self.p.switch_ratio * kept_mass:
+            if kept_mass >= self.p.min_track_mass and mass < self.p.switch_ratio * kept_mass:
                 centre = kept
         self.centre = centre
         d = pos - centre
-        fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
+        near = np.linalg.norm(d, axis=1) <= r
+        self.mode_mass = float(w[near].sum())
+        if self.mode_mass >= 0.5:
+            wn = w[near] / self.mode_mass
+            fix.cov2 = (wn[:, None] * d[near]).T @ d[near] + (s ** 2) * np.eye(2)
+        else:
+            fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
         fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
         fix.cov6 = fix.cov6.copy()
         fix.cov6[:2, :2] = fix.cov2
-        fix.support = float(w[np.linalg.norm(d, axis=1) <= r].sum())
+        fix.support = self.mode_mass
