@@ -29,7 +29,8 @@ class FilterParams:
     pos_noise_spacings: float = 0.5
     vel_noise_spacings: float = 0.3
     init_speed_spacings: float = 2.0
-    outlier_floor: float = 1.0    # likelihood floor: one frame can favour a place at most (1 + 1/floor) x
+    outlier_floor: float = 1.0    # likelihood floor with odometry: one frame favours a place at most (1 + 1/floor) x
+    outlier_floor_no_odom: float = 0.05  # without odometry the motion is vague, so each frame must say more
     odom_noise: float = 0.1       # relative error of an odometry step (scale and heading)
     odom_noise_m: float = 0.02    # plus this much per frame (m)
     odom_scale_sd: float = 0.03   # prior spread of the odometry scale each particle carries
@@ -156,7 +157,8 @@ class SequenceFilter:
         # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
         # Gaussian mixture as one matrix-vector product; the floor bounds what one frame can say
         d2 = (self.pos ** 2).sum(1)[:, None] - 2.0 * (self.pos @ cxy.T) + (cxy ** 2).sum(1)[None]
-        lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + p.outlier_floor
+        floor = p.outlier_floor if odom_delta is not None else p.outlier_floor_no_odom
+        lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + floor
         self.w = lik / lik.sum()
         self._estimate(fix, shift)
         idx = np.minimum(np.searchsorted(np.cumsum(self.w), (self.rng.random() + np.arange(n)) / n), n - 1)
