@@ -157,7 +157,8 @@ class SequenceFilter:
         # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
         # Gaussian mixture as one matrix-vector product; the floor bounds what one frame can say
         d2 = (self.pos ** 2).sum(1)[:, None] - 2.0 * (self.pos @ cxy.T) + (cxy ** 2).sum(1)[None]
-        floor = p.outlier_floor if odom_delta is not None else p.outlier_floor_no_odom
+        # (the first frame seeded the particles from these candidates already: weigh it lightly)
+        floor = p.outlier_floor if odom_delta is not None or shift is None else p.outlier_floor_no_odom
         lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + floor
         self.w = lik / lik.sum()
         self._estimate(fix, shift)
