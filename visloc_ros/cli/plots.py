@@ -92,6 +92,24 @@ def plot_bag_eval(t_ns, est, truth, cov, ok, out: Path, places=None) -> list[Pat
     from ..core.pose import CHI2_2D_95
 
     t = (np.asarray(t_ns) - t_ns[0]) / 1e9
+    span = np.ptp(truth[:, :2], axis=0)
+    lo, hi = truth[:, :2].min(0) - 0.1 * span.max() - 2, truth[:, :2].max(0) + 0.1 * span.max() + 2
+    if span.min() < 0.1 * span.max():  # a corridor or tunnel: position along it over time, 95 % band
+        k = int(np.argmax(span))
+        sd = np.sqrt(np.maximum(cov[:, k, k], 0))
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        ax.plot(t, truth[:, k], "g-", lw=1.5, label="ground truth")
+        ax.fill_between(t[ok], est[ok, k] - np.sqrt(3.84) * sd[ok], est[ok, k] + np.sqrt(3.84) * sd[ok],
+                        color="tab:blue", alpha=0.2, label="95 % interval")
+        ax.plot(t[ok], est[ok, k], ".", c="tab:blue", ms=3, label="estimate")
+        ax.set_ylim(lo[k], hi[k])
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(f"{'xy'[k]} (m), along the route")
+        ax.set_title("position along the route with its 95 % interval")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        p1 = _save(fig, out / "trajectory.png")
+        return [p1, _error_over_time(t, est, truth, cov, ok, out)]
     fig, ax = plt.subplots(figsize=(8, 7))
     if places:
         p = np.array(places)
@@ -103,20 +121,31 @@ def plot_bag_eval(t_ns, est, truth, cov, ok, out: Path, places=None) -> list[Pat
         w, h = 2 * np.sqrt(CHI2_2D_95 * np.maximum(vals, 0))
         ang = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
         ax.add_patch(Ellipse(est[i, :2], h, w, angle=ang, fill=False, ec="tab:blue", alpha=0.35, lw=0.8))
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     ax.set_title("trajectory with 95 % ellipses")
     ax.legend(fontsize=8)
     p1 = _save(fig, out / "trajectory.png")
+    return [p1, _error_over_time(t, est, truth, cov, ok, out)]
+
+
+def _error_over_time(t, est, truth, cov, ok, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from ..core.pose import CHI2_2D_95
+
     err = np.linalg.norm(est[:, :2] - truth[:, :2], axis=1)
     sig = np.sqrt(np.trace(cov, axis1=1, axis2=2) / 2)
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(t[ok], err[ok], label="position error")
+    ax.plot(t[ok], np.maximum(err[ok], 1e-2), label="position error")
     ax.plot(t[ok], np.sqrt(CHI2_2D_95) * sig[ok], "--", label="95 % radius (mean axis)")
+    ax.axhline(2.0, c="0.6", lw=0.8, label="2 m")
+    ax.set_yscale("log")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("m")
     ax.grid(alpha=0.3)
     ax.legend()
-    p2 = _save(fig, out / "error_over_time.png")
-    return [p1, p2]
+    return _save(fig, out / "error_over_time.png")

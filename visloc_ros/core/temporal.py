@@ -46,20 +46,34 @@ class FilterParams:
 class OdometryTracker:
     """Odometry poses (odom frame) -> displacements in the map frame for the filter.
 
-    The odom frame's rotation to the map is not known up front; each displacement is rotated by the current map
-    heading of the robot (from the last fix) minus its odometry heading.
+    The rotation from the odom frame to the map is not known up front and drifts with the odometry's heading
+    error; it is estimated as the circular median of (map heading of the fix - odometry heading) over the
+    last ``window`` frames; this frame's own offset is used when it agrees with that median within
+    ``agree_rad``, so that wrong headings (a fix in a perpendicular corridor) do not turn the robot's motion.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 25, agree_rad: float = 0.35) -> None:
+        self.agree = agree_rad
         self.prev: tuple[np.ndarray, float] | None = None
+        self.offsets: deque = deque(maxlen=window)
+
+    def rotation(self) -> float:
+        a = np.array(self.offsets)
+        cost = np.abs(np.angle(np.exp(1j * (a[:, None] - a[None])))).sum(1)
+        return float(a[int(np.argmin(cost))])
 
     def delta(self, odom_xy, odom_yaw: float, map_yaw: float) -> np.ndarray | None:
         cur = (np.asarray(odom_xy, float)[:2].copy(), float(odom_yaw))
         prev, self.prev = self.prev, cur
-        if prev is None or not np.isfinite(map_yaw):
+        if np.isfinite(map_yaw):
+            self.offsets.append(float(map_yaw) - cur[1])
+        if prev is None or not self.offsets:
             return None
         d = cur[0] - prev[0]
-        rot = map_yaw - cur[1]
+        rot = self.rotation()
+        last = self.offsets[-1]
+        if abs(np.angle(np.exp(1j * (last - rot)))) <= self.agree:
+            rot = last
         c, s = np.cos(rot), np.sin(rot)
         return np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
 
