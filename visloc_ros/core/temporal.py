@@ -39,6 +39,7 @@ class FilterParams:
     evidence_temperature: float = 0.02
     min_track_mass: float = 0.2   # the tracked mode is kept only while it holds this share of the weight
     switch_ratio: float = 3.0     # another mode must hold this many times the tracked mode's weight to take over
+    hypotheses: int = 20          # best candidates per frame used by the sequence matching
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     seed: int = 0
 
@@ -123,13 +124,19 @@ class SequenceFilter:
             self.hist.clear()
             return cxy, wc
         self.odo_sum = self.odo_sum + np.asarray(odom_delta, float)[:2]
+        m = p.hypotheses
+        top = np.argsort(-wc)[:m]
+        cxy, wc = cxy[top], wc[top]
         self.hist.append((cxy, wc / wc.sum(), self.odo_sum.copy()))
-        score = np.zeros(len(cxy))
-        for hx, hw, o in self.hist:
-            shift = self.odo_sum - o                     # displacement from that frame to now
-            sig2 = (p.obs_sigma_spacings * s) ** 2 + (p.odom_noise * np.hypot(*shift)) ** 2
-            d2 = (((cxy - shift)[:, None, :] - hx[None]) ** 2).sum(2)
-            score += np.log(np.exp(-0.5 * d2 / sig2) @ hw + p.outlier_floor)
+        k = min(len(c) for c, _, _ in self.hist)
+        hx = np.stack([c[:k] for c, _, _ in self.hist])               # (H, k, 2) past candidates
+        hw = np.stack([w[:k] for _, w, _ in self.hist])               # (H, k)
+        shift = self.odo_sum - np.stack([o for _, _, o in self.hist])  # (H, 2) displacement since each frame
+        sig2 = (p.obs_sigma_spacings * s) ** 2 + (p.odom_noise * np.linalg.norm(shift, axis=1)) ** 2
+        # each current candidate carried back to each past frame, against that frame's candidates
+        d2 = (((cxy[None, :, None, :] - shift[:, None, None, :]) - hx[:, None, :, :]) ** 2).sum(3)  # (H, C, k)
+        lik = np.einsum("hck,hk->hc", np.exp(-0.5 * d2 / sig2[:, None, None]), hw)
+        score = np.log(lik + p.outlier_floor).sum(0)
         return cxy, np.exp(score - score.max()) * wc / wc.max()
 
     def _draw_around(self, xy: np.ndarray, wc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +202,8 @@ class SequenceFilter:
         pos, w = self.pos, self.w
         centre = start
         near = np.zeros(len(pos), bool)
-        for _ in range(5):
-            near = np.linalg.norm(pos - centre, axis=1) <= r
+        for _ in range(3):
+            near = ((pos - centre) ** 2).sum(1) <= r * r
             if not near.any():
                 break
             centre = (w[near, None] * pos[near]).sum(0) / w[near].sum()
@@ -213,7 +220,7 @@ class SequenceFilter:
         pos, w, s = self.pos, self.w, self.spacing
         n = len(pos)
         r = self.loc.pose_model.radius
-        probe = pos[:: max(1, n // 200)]
+        probe = pos[:: max(1, n // 100)]
         dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
         centre, mass = self._mode(probe[int(np.argmax(dens @ w))], r)
         if self.centre is not None and shift is not None:
@@ -222,7 +229,7 @@ class SequenceFilter:
                 centre = kept
         self.centre = centre
         d = pos - centre
-        near = np.linalg.norm(d, axis=1) <= r
+        near = (d ** 2).sum(1) <= r * r
         self.mode_mass = float(w[near].sum())
         if self.mode_mass >= 0.5:
             wn = w[near] / self.mode_mass
