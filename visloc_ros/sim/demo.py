@@ -54,7 +54,8 @@ def _drives(spec: DemoSpec, world):
     return mp, qp
 
 
-def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, progress=None, log=print) -> dict:
+def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, progress=None, log=print,
+             live_rate: float = 2.0) -> dict:
     from ..core.build import build_map
     from ..core.config import LocalizerConfig
     from ..core.dataset import read_csv
@@ -95,7 +96,7 @@ def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, p
         t0 = time.perf_counter()
         from ..tools.live import run_live
 
-        report["live"] = run_live(qrun.bag, out / "map", log=log)
+        report["live"] = run_live(qrun.bag, out / "map", rate=live_rate, log=log)
         timings["live_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     report.update(plots=[str(p) for p in pngs], timings=timings, spec=asdict(spec),

@@ -17,7 +17,7 @@ from .bag import GT_TOPIC, IMAGE_TOPIC, INFO_TOPIC, ODOM_TOPIC, pose_track, topi
 from .replay import score
 
 
-def run_live(bag: str | Path, map_dir: str | Path, rate: float = 3.0, sequence: bool = True,
+def run_live(bag: str | Path, map_dir: str | Path, rate: float = 2.0, sequence: bool = True,
              timeout_s: float = 60.0, log=print) -> dict:
     """Play ``bag`` (image, camera_info, odometry) at ``rate`` x into a fresh ``localizer_node`` and score what
     comes back. Returns the metrics (as :func:`score`) plus received/played counts."""
