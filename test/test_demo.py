@@ -61,7 +61,8 @@ def test_demo_live_through_localizer_node_over_dds(demo):
     from visloc_ros.tools.live import run_live
 
     out, r = demo
-    live = run_live(out / "localization_run" / "bag", out / "map", rate=2.0, log=lambda *_: None)
+    # real time (camera 5 Hz, odometry 50 Hz): what a robot sends; faster playback can drop frames on 2 cores
+    live = run_live(out / "localization_run" / "bag", out / "map", rate=1.0, log=lambda *_: None)
     assert live["poses_received"] >= 0.9 * live["images_played"]
     assert live["median_error_m"] < 1.5 and live["within_2m"] >= 0.85
 

@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     pl.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO")
     pl.add_argument("--restamp", action="store_true", help="set header stamps to the publishing time")
     pl.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort, like sensors)")
+    pl.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                    help="wait up to S seconds until every played topic has a subscriber (default: 1 s, no check)")
     pl.set_defaults(func=run_play)
     e = s.add_parser("eval", help="run the localizer over a bag offline and score it against the ground truth")
     e.add_argument("bag")
@@ -74,7 +76,8 @@ def run_play(args) -> int:
             raise VislocError(f"--remap expects FROM:=TO, got '{r}'")
         a, b = r.split(":=", 1)
         remaps[a] = b
-    play(args.bag, args.rate, args.loop, remaps, args.topics, args.restamp, args.reliable)
+    play(args.bag, args.rate, args.loop, remaps, args.topics, args.restamp, args.reliable,
+         wait_for_subscribers=args.wait_for_subscribers)
     return 0
 
 

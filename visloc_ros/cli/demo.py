@@ -20,8 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--single", action="store_true", help="single-image localization instead of the sequence filter")
     p.add_argument("--live", action="store_true",
                    help="also replay the localization bag into localizer_node over DDS and score its poses")
-    p.add_argument("--live-rate", type=float, default=2.0,
-                   help="playback speed of the bag with --live (default 2: camera 10 Hz, odometry 100 Hz)")
+    p.add_argument("--live-rate", type=float, default=1.0,
+                   help="playback speed of the bag with --live (default 1: real time, as the robot recorded it; "
+                        "faster playback drops frames on a 2-core machine)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run)
 

@@ -20,7 +20,8 @@ def _msg_class(msgtype: str):
 
 
 def play(bag: str, rate: float = 1.0, loop: bool = False, remaps: dict[str, str] | None = None,
-         only: list[str] | None = None, restamp: bool = False, reliable: bool = False, log=print) -> int:
+         only: list[str] | None = None, restamp: bool = False, reliable: bool = False, log=print,
+         wait_for_subscribers: float = 0.0) -> int:
     """Returns the number of messages published."""
     remaps = remaps or {}
     info = topics(bag)
@@ -32,7 +33,12 @@ def play(bag: str, rate: float = 1.0, loop: bool = False, remaps: dict[str, str]
     ts = typestore() if restamp else None
     sent = 0
     try:
-        time.sleep(1.0)  # let subscribers discover the publishers
+        # let subscribers discover the publishers: a fixed second, or until every topic has a subscriber
+        end = time.monotonic() + max(wait_for_subscribers, 1.0)
+        while wait_for_subscribers > 0 and time.monotonic() < end and \
+                not all(p.get_subscription_count() > 0 for p in pubs.values()):
+            time.sleep(0.05)
+        time.sleep(1.0 if wait_for_subscribers <= 0 else 0.5)
         while True:
             t0_bag = t0_wall = None
             for m in iter_messages(bag, wanted):

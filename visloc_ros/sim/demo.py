@@ -55,7 +55,7 @@ def _drives(spec: DemoSpec, world):
 
 
 def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, progress=None, log=print,
-             live_rate: float = 2.0) -> dict:
+             live_rate: float = 1.0) -> dict:
     from ..core.build import build_map
     from ..core.config import LocalizerConfig
     from ..core.dataset import read_csv

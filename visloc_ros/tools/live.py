@@ -17,7 +17,7 @@ from .bag import GT_TOPIC, IMAGE_TOPIC, INFO_TOPIC, ODOM_TOPIC, pose_track, topi
 from .replay import score
 
 
-def run_live(bag: str | Path, map_dir: str | Path, rate: float = 2.0, sequence: bool = True,
+def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: bool = True,
              timeout_s: float = 60.0, log=print) -> dict:
     """Play ``bag`` (image, camera_info, odometry) at ``rate`` x into a fresh ``localizer_node`` and score what
     comes back. Returns the metrics (as :func:`score`) plus received/played counts."""
@@ -63,7 +63,7 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 2.0, sequence: 
         log(f"live: playing {bag} at {rate:g}x into localizer_node (sequence {'on' if sequence else 'off'})")
         t_play = time.time()
         player = subprocess.Popen([str(bindir / "visloc"), "-q", "bag", "play", str(bag), "--topics", IMAGE_TOPIC,
-                                   INFO_TOPIC, ODOM_TOPIC, "--rate", str(rate), "--reliable"],
+                                   INFO_TOPIC, ODOM_TOPIC, "--rate", str(rate), "--reliable", "--wait-for-subscribers", "15"],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         while player.poll() is None:
             rclpy.spin_once(client, timeout_sec=0.05)
