@@ -72,3 +72,23 @@ def test_demo_cli_refuses_a_non_empty_folder(tmp_path):
     res = run_visloc("demo", "--out", str(tmp_path))
     assert res.returncode == 1 and "is not empty" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert (tmp_path / "x").read_text() == "keep me"
+
+
+def test_localize_sequence_with_odometry_csv(demo, tmp_path):
+    """The recorded run as CSV + odometry.csv through `visloc localize --sequence --odometry-csv` and `visloc eval`."""
+    out, _ = demo
+    run = out / "localization_run"
+    pred = tmp_path / "pred.csv"
+    res = run_visloc("localize", "--sequence", "--map", str(out / "map"), "--images-csv", str(run / "frames.csv"),
+                     "--odometry-csv", str(run / "odometry.csv"), "--out", str(pred))
+    assert res.returncode == 0, res.stderr
+    res = run_visloc("eval", "--pred", str(pred), "--truth", str(run / "frames.csv"), "--radius", "2", "5",
+                     "--out", str(tmp_path / "eval"))
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["overall"]["within_2"] >= 0.9
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,x,y\nimages/000000.png,0,0\n")
+    res = run_visloc("localize", "--sequence", "--map", str(out / "map"), "--images-csv", str(run / "frames.csv"),
+                     "--odometry-csv", str(bad), "--out", str(tmp_path / "p2.csv"))
+    assert res.returncode == 1 and "lacks column(s) yaw" in res.stderr

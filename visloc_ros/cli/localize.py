@@ -23,8 +23,25 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="PRED.csv")
     p.add_argument("--sequence", action="store_true",
                    help="treat the rows as one ordered camera stream (temporal filter across frames)")
+    p.add_argument("--odometry-csv", metavar="CSV",
+                   help="with --sequence: wheel odometry per image (columns image, x, y, yaw in the odom frame; "
+                        "e.g. a recorded run's odometry.csv) to drive the filter")
     add_config_args(p)
     p.set_defaults(func=run)
+
+
+def _read_odometry(path: str) -> dict[str, tuple[float, float, float]]:
+    from ..core.dataset import read_table
+    from ..core.errors import DatasetError
+
+    cols, rows = read_table(path)
+    missing = {"image", "x", "y", "yaw"} - set(cols)
+    if missing:
+        raise DatasetError(f"{path} lacks column(s) {', '.join(sorted(missing))} (needs image, x, y, yaw)")
+    try:
+        return {r["image"]: (float(r["x"]), float(r["y"]), float(r["yaw"])) for r in rows}
+    except ValueError as e:
+        raise DatasetError(f"{path}: not a number in x, y or yaw ({e})") from None
 
 
 def _read_queries(path: str) -> tuple[list[str], object]:
@@ -55,10 +72,17 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from(args, map_path=args.map)
     loc = Localizer(args.map, cfg)
     log.info("map %s: %d places; backend %s", args.map, len(loc.map), loc.backend_name)
-    seq = None
+    seq = odo = tracker = None
+    if args.odometry_csv and not args.sequence:
+        raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
-        from ..core.temporal import SequenceFilter
+        from ..core.temporal import OdometryTracker, SequenceFilter
         seq = SequenceFilter(loc)
+        if args.odometry_csv:
+            odo, tracker = _read_odometry(args.odometry_csv), OdometryTracker()
+            if not any(name in odo for name in images):
+                raise DatasetError(f"no image of {args.images_csv} has a row in {args.odometry_csv}")
+    last_yaw = float("nan")
 
     def load(name):
         try:
@@ -83,7 +107,15 @@ def run(args: argparse.Namespace) -> int:
                 log.warning("skipped: %s", err)
             else:
                 t0 = time.perf_counter()
-                fix = loc.localize(rgb) if seq is None else seq.update(rgb)
+                if seq is None:
+                    fix = loc.localize(rgb)
+                else:
+                    delta = None
+                    if tracker is not None and name in odo:
+                        ox, oy, oyaw = odo[name]
+                        delta = tracker.delta((ox, oy), oyaw, last_yaw)
+                    fix = seq.update(rgb, odom_delta=delta)
+                    last_yaw = fix.yaw
                 lat_ms = (time.perf_counter() - t0) * 1e3
                 if fix.ok:
                     row.update(x=_fmt(fix.xyz[0]), y=_fmt(fix.xyz[1]), z=_fmt(fix.xyz[2]), yaw=_fmt(fix.yaw),

@@ -4,7 +4,8 @@ odometry, and write what a robot would record (rosbag2 MCAP) plus the CSV datase
 Bag topics: ``/camera/image_raw`` (rgb8), ``/camera/camera_info``, ``/imu/data`` (200 Hz), ``/odom``
 (50 Hz, frame ``odom``), ``/ground_truth/pose`` (50 Hz, base_link in ``map``). The CSV (``frames.csv``)
 has ``image,stamp_ns,x,y,z,qx,qy,qz,qw,condition``, images in ``images/``; ``odometry.csv`` has the
-odometry at the camera frames (``stamp_ns,x,y,yaw``) for sequence localization without the bag.
+odometry at the camera frames (``image,stamp_ns,x,y,yaw``, odom frame) for ``visloc localize --sequence
+--odometry-csv`` without the bag.
 """
 from __future__ import annotations
 
@@ -97,8 +98,9 @@ def record(world: World, traj: Trajectory, condition: str, out: str | Path, *, c
             if bar:
                 bar.close()
     _write_csv(out / "frames.csv", rows)
-    _write_csv(out / "odometry.csv", [{"stamp_ns": int(stamps[f]), "x": f"{od.xy[k, 0]:.5f}", "y": f"{od.xy[k, 1]:.5f}",
-                                       "yaw": f"{od.yaw[k]:.6f}"} for f, k in zip(frames, at)])
+    _write_csv(out / "odometry.csv", [{"image": r["image"], "stamp_ns": int(stamps[f]), "x": f"{od.xy[k, 0]:.5f}",
+                                       "y": f"{od.xy[k, 1]:.5f}", "yaw": f"{od.yaw[k]:.6f}"}
+                                      for r, f, k in zip(rows, frames, at)])
     return Run(out, out / "frames.csv", out / "bag" if bag else None, frames, traj, od.xy[at], od.yaw[at])
 
 

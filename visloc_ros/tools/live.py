@@ -23,6 +23,7 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
     comes back. Returns the metrics (as :func:`score`) plus received/played counts."""
     try:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
     except ImportError as e:
         raise VislocError(f"--live needs rclpy and the ROS 2 message packages (the README set-up): {e}") from None
@@ -50,6 +51,8 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
         recv_ns[t] = time.time_ns()
 
     client.create_subscription(PoseWithCovarianceStamped, "/visloc/pose", on_pose, 100)
+    diag = []
+    client.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(time.time()), 10)
     player_out = ""
     try:
         end = time.time() + timeout_s
@@ -59,7 +62,12 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
             rclpy.spin_once(client, timeout_sec=0.1)
         if not client.get_publishers_info_by_topic("/visloc/pose"):
             raise VislocError(f"localizer_node did not come up within {timeout_s:.0f} s")
-        time.sleep(1.0)
+        # active means its image subscription exists; then let it settle until two diagnostics ticks have passed
+        while time.time() < end and not client.get_subscriptions_info_by_topic(IMAGE_TOPIC):
+            rclpy.spin_once(client, timeout_sec=0.1)
+        diag.clear()
+        while time.time() < end and len(diag) < 2:
+            rclpy.spin_once(client, timeout_sec=0.1)
         log(f"live: playing {bag} at {rate:g}x into localizer_node (sequence {'on' if sequence else 'off'})")
         t_play = time.time()
         player = subprocess.Popen([str(bindir / "visloc"), "-q", "bag", "play", str(bag), "--topics", IMAGE_TOPIC,
