@@ -100,7 +100,7 @@ def run_eval(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"bag": str(args.bag), "map": str(args.map), "unreadable_frames": r.unreadable,
-               **score(r.t_ns, r.est, r.cov, r.ok, r.truth, r.latency_ms),
+               **score(r.est, r.cov, r.ok, r.truth, r.latency_ms),
                "sequence": bool(args.sequence), "backend": loc.backend_name}
     write_tum(out / "estimate_tum.txt", r.t_ns[r.ok], r.est[r.ok], quat_from_yaw(r.yaw[r.ok]))
     write_tum(out / "groundtruth_tum.txt", r.t_ns, r.truth, r.truth_q)

@@ -72,17 +72,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from(args, map_path=args.map)
     loc = Localizer(args.map, cfg)
     log.info("map %s: %d places; backend %s", args.map, len(loc.map), loc.backend_name)
-    seq = odo = tracker = None
+    seq, odo = None, {}
     if args.odometry_csv and not args.sequence:
         raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
-        from ..core.temporal import OdometryTracker, SequenceFilter
+        from ..core.temporal import SequenceFilter
         seq = SequenceFilter(loc)
         if args.odometry_csv:
-            odo, tracker = _read_odometry(args.odometry_csv), OdometryTracker()
+            odo = _read_odometry(args.odometry_csv)
             if not any(name in odo for name in images):
                 raise DatasetError(f"no image of {args.images_csv} has a row in {args.odometry_csv}")
-    last_yaw = float("nan")
 
     def load(name):
         try:
@@ -107,15 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 log.warning("skipped: %s", err)
             else:
                 t0 = time.perf_counter()
-                if seq is None:
-                    fix = loc.localize(rgb)
-                else:
-                    delta = None
-                    if tracker is not None and name in odo:
-                        ox, oy, oyaw = odo[name]
-                        delta = tracker.delta((ox, oy), oyaw, last_yaw)
-                    fix = seq.update(rgb, odom_delta=delta)
-                    last_yaw = fix.yaw
+                fix = loc.localize(rgb) if seq is None else seq.update(rgb, odom_pose=odo.get(name))
                 lat_ms = (time.perf_counter() - t0) * 1e3
                 if fix.ok:
                     row.update(x=_fmt(fix.xyz[0]), y=_fmt(fix.xyz[1]), z=_fmt(fix.xyz[2]), yaw=_fmt(fix.yaw),

@@ -1,11 +1,13 @@
 """Sequence localization: a particle filter over map positions, fed by each frame's retrieval.
 
-Motion: odometry deltas (map-frame x, y) when given, else a constant-velocity model with unknown
-speed (each particle carries a velocity in map units per frame). Observation: a mixture of Gaussians
-at the frame's candidate places, weighted by similarity, plus a floor so that no single bad frame
-kills the filter. A share of particles is re-drawn around each frame's candidates (sensor
-resetting), so a kidnapped robot is recovered within a few frames. The output covariance is the
-particles' weighted covariance plus the map's spacing floor.
+Motion: wheel odometry (odom-frame poses, turned into map-frame steps by :class:`OdometryTracker`; every
+particle carries its own odometry scale) when given, else a constant-velocity model with unknown speed.
+Observation: a mixture of Gaussians at the frame's candidate places, weighted by how far each candidate's
+similarity exceeds its own running background (hub suppression), plus a floor that bounds what one frame can
+say. A share of particles is re-drawn each frame around places the recent sequence supports (sensor
+resetting; more while no mode dominates), so a kidnapped robot is recovered within a bounded number of
+frames. The estimate is the main mode, kept against aliases by hysteresis; its covariance is the mode's
+spread (or all particles' when the belief is split) plus the map's spacing.
 """
 from __future__ import annotations
 
@@ -80,7 +82,11 @@ class OdometryTracker:
 
 
 class SequenceFilter:
-    """Wraps a :class:`Localizer`; ``update(image, odom_delta=None) -> Fix`` per frame."""
+    """Wraps a :class:`Localizer`; ``update(image, odom_pose=None) -> Fix`` per frame.
+
+    ``odom_pose`` is the robot's odometry pose ``(x, y, yaw)`` in its odom frame; the filter turns it into map-frame
+    motion itself (:class:`OdometryTracker`, with the heading of its own last fix). A caller that already has a
+    map-frame displacement passes ``odom_delta`` instead."""
 
     def __init__(self, localizer: Localizer, params: FilterParams = FilterParams()):
         self.loc = localizer
@@ -90,15 +96,20 @@ class SequenceFilter:
         self.pos = None
         self.vel = None
         self.scale = None
-        self.w = None
         self.centre = None
         self.mode_mass = 0.0
+        self.odometry = OdometryTracker()
+        self.last_yaw = float("nan")  # heading of the last fix: rotates odometry into the map frame
         self.hist: deque = deque(maxlen=max(1, params.history))
         self.odo_sum = np.zeros(2)
         self.bg = None  # per-place background similarity (hubs: places that answer every frame)
 
     def reset(self) -> None:
-        self.pos = self.vel = self.scale = self.w = self.bg = self.centre = None
+        self.pos = self.vel = self.scale = self.bg = self.centre = None
+        self.mode_mass = 0.0
+        self.odometry = OdometryTracker()
+        self.last_yaw = float("nan")
+        self.odo_sum = np.zeros(2)
         self.hist.clear()
 
     def _evidence(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -145,16 +156,19 @@ class SequenceFilter:
         vel = self.rng.normal(0, self.p.init_speed_spacings * self.spacing, (n, 2))
         return pos, vel
 
-    def update(self, image: np.ndarray, odom_delta: np.ndarray | None = None, stamp: float | None = None) -> Fix:
+    def update(self, image: np.ndarray, odom_pose=None, stamp: float | None = None,
+               odom_delta: np.ndarray | None = None) -> Fix:
         """One frame: localize, predict particles, weight by the candidates, resample, estimate."""
         z, cond, timings = self.loc.embed(image)
         fix = self.loc.localize_latent(z, timings=timings, n_candidates=self.p.candidates)
         fix.condition, fix.stamp = cond, stamp
-        return self.update_fix(fix, odom_delta)
+        return self.update_fix(fix, odom_pose, odom_delta)
 
-    def update_fix(self, fix: Fix, odom_delta: np.ndarray | None = None) -> Fix:
+    def update_fix(self, fix: Fix, odom_pose=None, odom_delta: np.ndarray | None = None) -> Fix:
         """The filter step on a single-image fix that carries ``candidates`` places (updated in place)."""
         loc, p, s = self.loc, self.p, self.spacing
+        if odom_pose is not None:
+            odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
         cxy = loc.map.places.xyz[fix.candidate_ids, :2]
         wc = self._evidence(fix.candidate_ids, fix.candidate_scores)
@@ -163,17 +177,16 @@ class SequenceFilter:
         if self.pos is None:
             self.pos, self.vel = self._draw_around(cxy, wc, n)
             self.scale = self.rng.normal(1.0, p.odom_scale_sd, n)
-            self.w = np.full(n, 1.0 / n)
         elif odom_delta is not None:
             shift = np.asarray(odom_delta, float)[:2]
             sd = p.odom_noise * float(np.hypot(*shift)) + p.odom_noise_m
             # each particle carries its own odometry scale (wheel radius error), learnt by resampling
             self.scale += self.rng.normal(0, p.odom_scale_walk, n)
             self.pos += self.scale[:, None] * shift + self.rng.normal(0, sd, (n, 2))
-            shift = shift * float(np.average(self.scale, weights=self.w))
+            shift = shift * float(self.scale.mean())  # particles are equally weighted after resampling
         else:
             self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
-            shift = np.average(self.vel, axis=0, weights=self.w)
+            shift = self.vel.mean(0)
             self.pos += self.vel + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
         # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
         # Gaussian mixture as one matrix-vector product; the floor bounds what one frame can say
@@ -181,11 +194,10 @@ class SequenceFilter:
         # (the first frame seeded the particles from these candidates already: weigh it lightly)
         floor = p.outlier_floor if odom_delta is not None or shift is None else p.outlier_floor_no_odom
         lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + floor
-        self.w = lik / lik.sum()
-        self._estimate(fix, shift)
-        idx = np.minimum(np.searchsorted(np.cumsum(self.w), (self.rng.random() + np.arange(n)) / n), n - 1)
+        w = lik / lik.sum()
+        self.mode_mass = self._estimate(fix, w, shift)
+        idx = np.minimum(np.searchsorted(np.cumsum(w), (self.rng.random() + np.arange(n)) / n), n - 1)
         self.pos, self.vel, self.scale = self.pos[idx], self.vel[idx], self.scale[idx]
-        self.w = np.full(n, 1.0 / n)
         # sensor resetting around positions that this frame, or with odometry the recent sequence, supports
         # more re-seeding while no mode dominates (start-up, after a kidnapping), as in augmented MCL
         k = int((p.reset_fraction if self.mode_mass >= 0.5 else p.reset_fraction_lost) * n)
@@ -194,12 +206,13 @@ class SequenceFilter:
             self.pos[:k], self.vel[:k] = self._draw_around(hxy, hw, k)
             self.scale[:k] = self.rng.normal(1.0, p.odom_scale_sd, k)
         loc.set_geodetic(fix)
+        self.last_yaw = fix.yaw
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
         return fix
 
-    def _mode(self, start: np.ndarray, r: float) -> tuple[np.ndarray, float]:
-        """Weighted mean shift from ``start``; returns the mode and the weight within ``r`` of it."""
-        pos, w = self.pos, self.w
+    def _mode(self, start: np.ndarray, w: np.ndarray, r: float) -> tuple[np.ndarray, float]:
+        """Mean shift from ``start`` with particle weights ``w``; returns the mode and the weight within ``r``."""
+        pos = self.pos
         centre = start
         near = np.zeros(len(pos), bool)
         for _ in range(3):
@@ -209,34 +222,36 @@ class SequenceFilter:
             centre = (w[near, None] * pos[near]).sum(0) / w[near].sum()
         return centre, float(w[near].sum())
 
-    def _estimate(self, fix: Fix, shift: np.ndarray | None) -> None:
+    def _estimate(self, fix: Fix, w: np.ndarray, shift: np.ndarray | None) -> float:
         """The main mode of the particles and its covariance: the spread of the mode's own particles while it
         holds most of the weight, of all particles when the belief is split (then the ellipse says so), plus the
         map's place spacing.
 
         The mode reported last frame (moved by this frame's motion) is kept unless another mode holds
         ``switch_ratio`` times its weight: repetitive places (an alias some metres away) then cannot make the
-        estimate flicker between modes, while a kidnapped robot's new mode still takes over."""
-        pos, w, s = self.pos, self.w, self.spacing
+        estimate flicker between modes, while a kidnapped robot's new mode still takes over. Returns the weight
+        of the reported mode."""
+        pos, s = self.pos, self.spacing
         n = len(pos)
         r = self.loc.pose_model.radius
         probe = pos[:: max(1, n // 100)]
         dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
-        centre, mass = self._mode(probe[int(np.argmax(dens @ w))], r)
+        centre, mass = self._mode(probe[int(np.argmax(dens @ w))], w, r)
         if self.centre is not None and shift is not None:
-            kept, kept_mass = self._mode(self.centre + shift, r)
+            kept, kept_mass = self._mode(self.centre + shift, w, r)
             if kept_mass >= self.p.min_track_mass and mass < self.p.switch_ratio * kept_mass:
                 centre = kept
         self.centre = centre
         d = pos - centre
         near = (d ** 2).sum(1) <= r * r
-        self.mode_mass = float(w[near].sum())
-        if self.mode_mass >= 0.5:
-            wn = w[near] / self.mode_mass
+        mode_mass = float(w[near].sum())
+        if mode_mass >= 0.5:
+            wn = w[near] / mode_mass
             fix.cov2 = (wn[:, None] * d[near]).T @ d[near] + (s ** 2) * np.eye(2)
         else:
             fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
         fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
         fix.cov6 = fix.cov6.copy()
         fix.cov6[:2, :2] = fix.cov2
-        fix.support = self.mode_mass
+        fix.support = mode_mass
+        return mode_mass

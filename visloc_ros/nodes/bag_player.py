@@ -34,11 +34,13 @@ def play(bag: str, rate: float = 1.0, loop: bool = False, remaps: dict[str, str]
     sent = 0
     try:
         # let subscribers discover the publishers: a fixed second, or until every topic has a subscriber
-        end = time.monotonic() + max(wait_for_subscribers, 1.0)
-        while wait_for_subscribers > 0 and time.monotonic() < end and \
-                not all(p.get_subscription_count() > 0 for p in pubs.values()):
-            time.sleep(0.05)
-        time.sleep(1.0 if wait_for_subscribers <= 0 else 0.5)
+        if wait_for_subscribers > 0:
+            end = time.monotonic() + wait_for_subscribers
+            while time.monotonic() < end and not all(p.get_subscription_count() > 0 for p in pubs.values()):
+                time.sleep(0.05)
+            time.sleep(0.5)
+        else:
+            time.sleep(1.0)
         while True:
             t0_bag = t0_wall = None
             for m in iter_messages(bag, wanted):

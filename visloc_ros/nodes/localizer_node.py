@@ -66,9 +66,7 @@ class LocalizerNode(LifecycleNode):
         self.withheld_in_row = 0
         self.last_accept = 0.0
         self.last_error = ""
-        self.odom_last = None
-        self.odom_tracker = None
-        self.last_yaw = float("nan")  # map heading of the last fix, to rotate odometry into the map frame
+        self.odom_last = None  # latest odometry pose (x, y, yaw), odom frame
         self.camera_info_seen = False
         self.cfg = self.node_cfg = None
         self._configure_error = ""
@@ -120,9 +118,8 @@ class LocalizerNode(LifecycleNode):
         self.t_base_cam = conv.extrinsic_matrix(n.camera_x, n.camera_y, n.camera_z, n.camera_roll, n.camera_pitch,
                                                 n.camera_yaw)
         if n.sequence:
-            from ..core.temporal import OdometryTracker, SequenceFilter
+            from ..core.temporal import SequenceFilter
             self.seq = SequenceFilter(self.loc)
-            self.odom_tracker = OdometryTracker()
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)
@@ -214,7 +211,7 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().warning("odom: non-finite pose or zero quaternion, message skipped",
                                    throttle_duration_sec=5.0)
             return
-        self.odom_last = (vals[:2].copy(), float(yaw_from_quat(vals[3:] / np.linalg.norm(vals[3:]))))
+        self.odom_last = (float(vals[0]), float(vals[1]), float(yaw_from_quat(vals[3:] / np.linalg.norm(vals[3:]))))
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -239,10 +236,7 @@ class LocalizerNode(LifecycleNode):
             return
         stamp = conv.stamp_to_sec(msg.header.stamp)
         if self.seq is not None:
-            odom = self.odom_last
-            delta = None if odom is None else self.odom_tracker.delta(odom[0], odom[1], self.last_yaw)
-            fix = self.seq.update(rgb, odom_delta=delta, stamp=stamp)
-            self.last_yaw = fix.yaw
+            fix = self.seq.update(rgb, odom_pose=self.odom_last, stamp=stamp)
         else:
             fix = self.loc.localize(rgb, stamp=stamp)
         infer_ms = (time.perf_counter() - t0) * 1e3

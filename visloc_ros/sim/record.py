@@ -9,6 +9,7 @@ odometry at the camera frames (``image,stamp_ns,x,y,yaw``, odom frame) for ``vis
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,44 +60,39 @@ def record(world: World, traj: Trajectory, condition: str, out: str | Path, *, c
     at = np.searchsorted(o_idx, frames).clip(0, len(o_idx) - 1)
     calib = camera_info(width, height, world.fovy)
     rows = []
-    bar = progress(total=len(frames), desc=f"rendering {world.name} ({condition})") if progress else None
-    writer = BagWriter(out / "bag", camera_frame="camera") if bag else None
-    with Camera(world, condition, width, height, seed + 23) as cam:
-        if writer is not None:
-            writer.__enter__()
-        try:
-            imu_data = simulate_imu(traj, imu, seed + 5) if writer is not None else None
-            cam_set = {int(i): k for k, i in enumerate(frames)}
-            o_set = {int(i): k for k, i in enumerate(o_idx)}
-            for i in range(len(traj)):
-                t = int(stamps[i])
-                if writer is not None:
-                    writer.imu(t, imu_data.gyro[i], imu_data.accel[i], imu.gyro_noise ** 2 * rate,
-                               imu.accel_noise ** 2 * rate)
-                    if i in o_set:
-                        k = o_set[i]
-                        writer.odometry(t, od.xy[k, 0], od.xy[k, 1], od.yaw[k], od.v[k], od.w[k],
-                                        twist_var=(odom.speed_noise ** 2, odom.yaw_rate_noise ** 2))
-                        writer.pose(t, traj.xyz[i], quat[i])
-                if i not in cam_set:
-                    continue
-                rgb = cam.render(traj.xyz[i], traj.rpy[i])
-                name = f"images/{cam_set[i]:06d}.png"
-                cv2.imwrite(str(out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                if writer is not None:
-                    writer.image(t, rgb)
-                    writer.camera_info(t, calib)
-                p, q = traj.xyz[i], quat[i]
-                rows.append({"image": name, "stamp_ns": t, "x": f"{p[0]:.4f}", "y": f"{p[1]:.4f}", "z": f"{p[2]:.4f}",
-                             "qx": f"{q[0]:.6f}", "qy": f"{q[1]:.6f}", "qz": f"{q[2]:.6f}", "qw": f"{q[3]:.6f}",
-                             "condition": condition})
-                if bar:
-                    bar.update(1)
-        finally:
+    cam_set = {int(i): k for k, i in enumerate(frames)}
+    o_set = {int(i): k for k, i in enumerate(o_idx)}
+    with contextlib.ExitStack() as stack:
+        cam = stack.enter_context(Camera(world, condition, width, height, seed + 23))
+        writer = stack.enter_context(BagWriter(out / "bag", camera_frame="camera")) if bag else None
+        imu_data = simulate_imu(traj, imu, seed + 5) if writer is not None else None
+        bar = progress(total=len(frames), desc=f"rendering {world.name} ({condition})") if progress else None
+        if bar:
+            stack.callback(bar.close)
+        for i in range(len(traj)):
+            t = int(stamps[i])
             if writer is not None:
-                writer.__exit__(None, None, None)
+                writer.imu(t, imu_data.gyro[i], imu_data.accel[i], imu.gyro_noise ** 2 * rate,
+                           imu.accel_noise ** 2 * rate)
+                if i in o_set:
+                    k = o_set[i]
+                    writer.odometry(t, od.xy[k, 0], od.xy[k, 1], od.yaw[k], od.v[k], od.w[k],
+                                    twist_var=(odom.speed_noise ** 2, odom.yaw_rate_noise ** 2))
+                    writer.pose(t, traj.xyz[i], quat[i])
+            if i not in cam_set:
+                continue
+            rgb = cam.render(traj.xyz[i], traj.rpy[i])
+            name = f"images/{cam_set[i]:06d}.png"
+            cv2.imwrite(str(out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            if writer is not None:
+                writer.image(t, rgb)
+                writer.camera_info(t, calib)
+            p, q = traj.xyz[i], quat[i]
+            rows.append({"image": name, "stamp_ns": t, "x": f"{p[0]:.4f}", "y": f"{p[1]:.4f}", "z": f"{p[2]:.4f}",
+                         "qx": f"{q[0]:.6f}", "qy": f"{q[1]:.6f}", "qz": f"{q[2]:.6f}", "qw": f"{q[3]:.6f}",
+                         "condition": condition})
             if bar:
-                bar.close()
+                bar.update(1)
     _write_csv(out / "frames.csv", rows)
     _write_csv(out / "odometry.csv", [{"image": r["image"], "stamp_ns": int(stamps[f]), "x": f"{od.xy[k, 0]:.5f}",
                                        "y": f"{od.xy[k, 1]:.5f}", "yaw": f"{od.yaw[k]:.6f}"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from transforms3d.euler import euler2mat
+from transforms3d.euler import euler2mat, euler2quat
 
 GRAVITY = 9.81
 
@@ -48,8 +48,6 @@ class Trajectory:
 
     def quaternions(self) -> np.ndarray:
         """(N, 4) x, y, z, w."""
-        from transforms3d.euler import euler2quat
-
         q = np.array([euler2quat(*r, axes="sxyz") for r in self.rpy])
         return q[:, [1, 2, 3, 0]]
 

@@ -96,7 +96,8 @@ def sign(text: str, fg=(20, 20, 20), bg=(240, 240, 240), w: int = 256, h: int = 
     scale = min(3.0, 0.85 * w / max(1, 22 * len(text)))
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 4)
     _text(img, text, ((w - tw) // 2, (h + th) // 2), scale, fg, 4)
-    # images are stored bottom-up on a box face in MuJoCo; flip so that text reads left to right
+    # flipped vertically; on the faces that look into the tunnel from the right wall the text then renders rotated
+    # by 180 degrees (seen in renders): still a distinct mark, but not readable; orienting it per face is open
     return np.ascontiguousarray(img[::-1])
 
 

@@ -37,18 +37,16 @@ def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "
     if image_topic not in info:
         raise BagError(f"bag has no image topic {image_topic} (topics: {', '.join(sorted(info))})")
     gt_t, gt_p, gt_q = pose_track(bag, gt_topic)
-    seq = tracker = None
-    odo_t = odo_p = odo_yaw = None
+    seq = odo_t = None
     if sequence:
         from ..core.pose import yaw_from_quat
-        from ..core.temporal import OdometryTracker, SequenceFilter
+        from ..core.temporal import SequenceFilter
 
         seq = SequenceFilter(loc)
         if odom_topic and odom_topic in info:
             odo_t, odo_p, q = pose_track(bag, odom_topic)
-            odo_yaw = yaw_from_quat(q)
-            tracker = OdometryTracker()
-    rows, bad, last_yaw = [], 0, float("nan")
+            odo_pose = np.column_stack([odo_p[:, :2], yaw_from_quat(q)])
+    rows, bad = [], 0
     bar = progress(total=info[image_topic][1], desc="localizing images") if progress else None
     for t, rgb in image_stream(bag, image_topic):
         if bar:
@@ -60,13 +58,8 @@ def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "
         if seq is None:
             fix = loc.localize(rgb, stamp=t / 1e9)
         else:
-            delta = None
-            if tracker is not None:
-                k = nearest(odo_t, t, 100_000_000)
-                if k is not None:
-                    delta = tracker.delta(odo_p[k], odo_yaw[k], last_yaw)
-            fix = seq.update(rgb, odom_delta=delta, stamp=t / 1e9)
-            last_yaw = fix.yaw
+            k = None if odo_t is None else nearest(odo_t, t, 100_000_000)
+            fix = seq.update(rgb, odom_pose=None if k is None else odo_pose[k], stamp=t / 1e9)
         j = nearest(gt_t, t, 50_000_000)
         if j is not None:
             rows.append((t, fix, j))
@@ -82,25 +75,24 @@ def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "
                   np.array([r[1].latency_ms for r in rows]), bad)
 
 
-def score(t_ns, est, cov, ok, truth, latency_ms) -> dict:
-    """The metrics of a scored trajectory (planar errors, in map units)."""
+def score(est, cov, ok, truth, latency_ms=None) -> dict:
+    """The metrics of a scored trajectory (planar errors, in map units); latency percentiles when
+    ``latency_ms`` is given. Error statistics are over published frames (None when there is none); the
+    within-radius fractions are of all frames, since a withheld frame is not within anything."""
     e = np.asarray(est)[:, :2] - np.asarray(truth)[:, :2]
     err = np.linalg.norm(e, axis=1)
     ok = np.asarray(ok, bool)
     eo = err[ok]
-    cover = mahalanobis2(e[ok], np.asarray(cov)[ok]) <= CHI2_2D_95 if ok.any() else np.zeros(0, bool)
-
-    def f(v):
-        return float(v) if ok.any() else None
-
-    lat = np.asarray(latency_ms, float)
-    return {"frames": int(len(err)), "published": float(ok.mean()),
-            "median_error_m": f(np.median(eo) if ok.any() else 0), "mean_error_m": f(eo.mean() if ok.any() else 0),
-            "p90_error_m": f(np.percentile(eo, 90) if ok.any() else 0),
-            "ate_rmse_m": f(np.sqrt(np.mean(eo ** 2)) if ok.any() else 0),
-            # fractions of all frames: a withheld frame is not within anything
-            "within_1m": float(np.sum(eo <= 1.0) / len(err)), "within_2m": float(np.sum(eo <= 2.0) / len(err)),
-            "within_5m": float(np.sum(eo <= 5.0) / len(err)),
-            "coverage_95": f(cover.mean() if ok.any() else 0),
-            "p50_latency_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p99_latency_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+    some = bool(ok.any())
+    out = {"frames": int(len(err)), "published": float(ok.mean()),
+           "median_error_m": float(np.median(eo)) if some else None,
+           "mean_error_m": float(eo.mean()) if some else None,
+           "p90_error_m": float(np.percentile(eo, 90)) if some else None,
+           "ate_rmse_m": float(np.sqrt(np.mean(eo ** 2))) if some else None,
+           "within_1m": float(np.sum(eo <= 1.0) / len(err)), "within_2m": float(np.sum(eo <= 2.0) / len(err)),
+           "within_5m": float(np.sum(eo <= 5.0) / len(err)),
+           "coverage_95": float(np.mean(mahalanobis2(e[ok], np.asarray(cov)[ok]) <= CHI2_2D_95)) if some else None}
+    if latency_ms is not None and len(latency_ms):
+        out["p50_latency_ms"] = float(np.percentile(latency_ms, 50))
+        out["p99_latency_ms"] = float(np.percentile(latency_ms, 99))
+    return out
