@@ -15,7 +15,9 @@ log() { printf '\n==> %s\n' "$*"; }
 # System packages: cmake, make and a C/C++ compiler build the ROS messages; libOSMesa lets MuJoCo render the
 # generated worlds of `visloc demo` offscreen on the CPU.
 need_apt=()
-ldconfig -p 2>/dev/null | grep -q 'libOSMesa\.so' || need_apt+=(libosmesa6)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libOSMesa\.so' || need_apt+=(libosmesa6)
+# (PyOpenGL may look for libGL too; a minimal image can lack it)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libGL\.so\.1' || need_apt+=(libgl1)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
