@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
                    help="light during the localization run (default night)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--length", type=float, default=200.0, help="tunnel length in m (default 200)")
+    p.add_argument("--metric-learning", type=int, default=2, metavar="K",
+                   help="degraded copies per map image for the encoder's metric term (default 2; 0 = plain autoencoder)")
     p.add_argument("--single", action="store_true", help="single-image localization instead of the sequence filter")
     p.add_argument("--live", action="store_true",
                    help="also replay the localization bag into localizer_node over DDS and score its poses")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             raise VislocError(f"{out} is not empty (use --force to replace it)")
         shutil.rmtree(out)
     spec = DemoSpec(world=args.world, seed=args.seed, condition=args.condition, tunnel_length=args.length,
-                    sequence=not args.single)
+                    sequence=not args.single, metric_learning=max(args.metric_learning, 0))
     r = run_demo(out, spec, live=args.live, progress=progress_factory(args), live_rate=args.live_rate)
     print(summary(r, out))
     return 0
