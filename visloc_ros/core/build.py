@@ -1,9 +1,9 @@
 """Build a map from a dataset, and add places to an existing map without retraining anything.
 
 Stages: CNN descriptors of every image and of degraded (night/weather-like) copies of it (unreadable images
-skipped with a warning) -> per-map encoder (autoencoder + metric learning on the map's geometry) -> latents -> SOM index -> pose model (place spacing, consensus radius) -> covariance
-calibration on held-out map images (each left out of the map, once as is and once degraded to look
-like night) -> atomic write of the map folder.
+skipped with a warning) -> per-map encoder (autoencoder + metric learning on the map's geometry) -> latents
+-> SOM index -> pose model (place spacing, consensus radius) -> covariance calibration on held-out map images
+(each left out of the map, once as is and once degraded to look like night) -> atomic write of the map folder.
 """
 from __future__ import annotations
 

@@ -75,13 +75,12 @@ def _dense_path(centre: np.ndarray, closed: bool, corner_radius: float, step: fl
     k = int(2 * corner_radius / step) | 1
     if k > 1:
         ker = np.ones(k) / k
+        h = k // 2
         if closed:
-            pad = np.vstack([p[-(k // 2):], p, p[:k // 2]])
-            p = np.stack([np.convolve(pad[:, j], ker, "valid") for j in range(2)], 1)
-        else:
-            h = k // 2  # odd reflection at the ends: straight ends stay straight and keep their length
+            pad = np.vstack([p[-h:], p, p[:h]])
+        else:  # odd reflection at the ends: straight ends stay straight and keep their length
             pad = np.vstack([2 * p[0] - p[h:0:-1], p, 2 * p[-1] - p[-2:-h - 2:-1]])
-            p = np.stack([np.convolve(pad[:, j], ker, "valid") for j in range(2)], 1)
+        p = np.stack([np.convolve(pad[:, j], ker, "valid") for j in range(2)], 1)
     s = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
     return p, s
 

@@ -4,7 +4,6 @@ bag's ground truth by image stamp. What ``visloc demo --live`` and the live test
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -33,11 +32,10 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
     node_exe = bindir / "localizer_node"
     if not node_exe.exists():
         raise VislocError(f"{node_exe} not found: install the package (scripts/setup.sh)")
-    env = dict(os.environ)
     node = subprocess.Popen([str(node_exe), "--ros-args", "-p", f"map_path:={map_dir}", "-p",
                              f"sequence:={'true' if sequence else 'false'}", "-r", f"image:={IMAGE_TOPIC}",
                              "-r", f"odom:={ODOM_TOPIC}", "-r", f"camera_info:={INFO_TOPIC}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     got: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     rclpy.init()
     client = rclpy.create_node("visloc_demo_live")
@@ -70,7 +68,7 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
         t_play = time.time()
         player = subprocess.Popen([str(bindir / "visloc"), "-q", "bag", "play", str(bag), "--topics", IMAGE_TOPIC,
                                    INFO_TOPIC, ODOM_TOPIC, "--rate", str(rate), "--reliable", "--wait-for-subscribers", "15"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         while player.poll() is None:
             rclpy.spin_once(client, timeout_sec=0.05)
         end = time.time() + 2.0
