@@ -44,8 +44,7 @@ def main() -> None:
         single = loc.localize_latent(z)
         top1.append(np.linalg.norm(places[single.best_id] - g) <= 2.0)
         k = nearest(od_t, t, 100_000_000)
-        fix = seq.update_fix(loc.localize_latent(z, timings=timings, n_candidates=seq.p.candidates),
-                             odom_pose=None if k is None else od[k])
+        fix = seq.update_latent(z, timings, odom_pose=None if k is None else od[k])
         for name, ms in fix.timings_ms.items():
             stages[name].append(ms)
         stages["total"].append(fix.latency_ms)

@@ -1,13 +1,19 @@
-"""Sequence localization: a particle filter over map positions, fed by each frame's retrieval.
+"""Sequence localization: a particle filter over map positions, fed by each frame's similarity to every place.
 
 Motion: wheel odometry (odom-frame poses, turned into map-frame steps by :class:`OdometryTracker`; every
-particle carries its own odometry scale) when given, else a constant-velocity model with unknown speed.
-Observation: a mixture of Gaussians at the frame's candidate places, weighted by how far each candidate's
-similarity exceeds its own running background (hub suppression), plus a floor that bounds what one frame can
-say. A share of particles is re-drawn each frame around places the recent sequence supports (sensor
-resetting; more while no mode dominates), so a kidnapped robot is recovered within a bounded number of
-frames. The estimate is the main mode, kept against aliases by hysteresis; its covariance is the mode's
-spread (or all particles' when the belief is split) plus the map's spacing.
+particle carries its own odometry scale) when given, else a constant-velocity model with unknown speed and a
+per-particle agility (how much velocity and position wander per frame), both learnt by resampling.
+Observation: the frame's similarity to every place (the index's candidates on very large maps), z-scored over
+the map and minus each place's running mean (hub suppression); a particle hears the evidence of its nearest
+place (:class:`PlaceLookup`) and a Gaussian penalty for its distance from it (the robot is where the map has
+been). With odometry the evidence is sharper but bounded by a floor, so the wheels carry the robot through
+frames the camera cannot place. A share of particles is re-drawn each frame around the places this frame
+supports, with the velocity of a step from one of the previous frame's places (with odometry: around places
+that the recent sequence supports once carried along the odometry); more while no mode dominates, and more
+still when the frames stop agreeing with the belief (augmented MCL), so a kidnapped robot is recovered within
+a bounded number of frames. The estimate is the main mode, kept against aliases by hysteresis and reported
+at its densest part; its covariance is the mode's spread (or all particles' when the belief is split) plus
+the map's spacing.
 """
 from __future__ import annotations
 
@@ -18,32 +24,82 @@ from dataclasses import dataclass
 import numpy as np
 
 from .localizer import Fix, Localizer
-from .pose import weights
 
 
 @dataclass(frozen=True)
 class FilterParams:
     particles: int = 2000
-    candidates: int = 50          # places per frame used as evidence
+    beta: float = 1.0             # log-likelihood per unit of evidence (z-score) without odometry
+    beta_odom: float = 3.0        # ... with odometry (sharp, but bounded by odom_floor)
+    odom_floor: float = 1.0       # with odometry: one frame favours a particle at most (1 + 1/floor) x
+    dense_max: int = 20_000       # maps up to this many places are scored in full every frame
+    candidates: int = 1000        # places scored through the index on larger maps
     reset_fraction: float = 0.03  # particles re-drawn around the candidates each frame
     reset_fraction_lost: float = 0.1  # ... while the main mode holds less than half the weight
+    reset_fraction_max: float = 0.5   # ... at most, when the frames stop agreeing with the belief (augmented MCL)
+    aug_fast: float = 0.5             # rates of the fast and slow averages of the particles' likelihood
+    aug_slow: float = 0.05
     obs_sigma_spacings: float = 1.5
-    pos_noise_spacings: float = 0.5
-    vel_noise_spacings: float = 0.3
+    pos_noise_spacings: float = 0.5   # without odometry, per frame, for the most agile particles
+    vel_noise_spacings: float = 0.3   # (each particle carries an agility factor, log-uniform in
+    min_agility: float = 0.2          # [min_agility, max_agility], learnt by resampling: steady streams
+    max_agility: float = 1.0          # and jumpy ones)
     init_speed_spacings: float = 2.0
-    outlier_floor: float = 1.0    # likelihood floor with odometry: one frame favours a place at most (1 + 1/floor) x
-    outlier_floor_no_odom: float = 0.05  # without odometry the motion is vague, so each frame must say more
+    seed_sigma_spacings: float = 0.5  # spread of re-seeded particles around their place (and of their velocity)
+    path_sigma_spacings: float = 1.0  # the robot is on the mapped path, within about this distance of a place
+    far_spacings: float = 3.0     # a particle farther than this from every place gets the worst place's evidence
     odom_noise: float = 0.1       # relative error of an odometry step (scale and heading)
     odom_noise_m: float = 0.02    # plus this much per frame (m)
     odom_scale_sd: float = 0.03   # prior spread of the odometry scale each particle carries
     odom_scale_walk: float = 0.002  # its drift per frame
-    hub_memory: float = 0.05      # rate of the per-place background similarity (hub suppression); 0 = off
-    evidence_temperature: float = 0.02
+    hub_memory: float = 0.01      # rate of each place's running mean evidence (hub suppression); 0 = off
+    hub_memory_odom: float = 0.05  # ... with odometry
+    match_floor: float = 1.0      # sequence matching: what one past frame can say about a hypothesis is bounded
+    mode_radius_spacings: float = 4.0  # the estimate: mean shift over particles within this radius
+    fine_radius_spacings: float = 1.0  # ... then within this radius for the reported position
     min_track_mass: float = 0.2   # the tracked mode is kept only while it holds this share of the weight
     switch_ratio: float = 3.0     # another mode must hold this many times the tracked mode's weight to take over
-    hypotheses: int = 20          # best candidates per frame used by the sequence matching
+    seed_beta: float = 1.0        # sharper weights of the best places when re-seeding and sequence matching
+    hypotheses: int = 20          # best places per frame used for re-seeding and the sequence matching
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     seed: int = 0
+
+
+class PlaceLookup:
+    """The nearest map place of any position in O(1): the places rasterised at half their spacing and an OpenCV
+    distance transform with labels over that raster. Places sharing a pixel answer with their best value."""
+
+    def __init__(self, xy: np.ndarray, spacing: float, far_m: float, margin_m: float,
+                 max_pixels: int = 4_000_000):
+        import cv2
+
+        cell = spacing / 2.0
+        lo = xy.min(0) - margin_m
+        ext = xy.max(0) + margin_m - lo
+        while np.prod(np.floor(ext / cell) + 1) > max_pixels:
+            cell *= 1.5
+        self.lo, self.cell = lo, cell
+        self.w, self.h = (np.floor(ext / cell) + 2).astype(int)
+        pix = np.rint((xy - lo) / cell).astype(np.int64)
+        occupied, self.pixel_of_place = np.unique(pix[:, 1] * self.w + pix[:, 0], return_inverse=True)
+        img = np.ones(self.h * self.w, np.uint8)
+        img[occupied] = 0
+        dist, labels = cv2.distanceTransformWithLabels(img.reshape(self.h, self.w), cv2.DIST_L2, 5,
+                                                       labelType=cv2.DIST_LABEL_PIXEL)
+        # labels number the place pixels 1..K in scan order, which is the sorted order of `occupied`
+        self.nearest = labels.ravel().astype(np.int64) - 1
+        self.dist = dist.ravel() * cell
+        self.near = self.dist <= far_m
+        self.order = np.argsort(self.pixel_of_place, kind="stable")
+        self.starts = np.flatnonzero(np.r_[True, np.diff(self.pixel_of_place[self.order]) != 0])
+
+    def __call__(self, pos: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """``value`` (per place) at the place nearest each of ``pos`` (N, 2); its minimum where no place is near
+        (the filter can only put the robot where the map has seen)."""
+        per_pixel = np.maximum.reduceat(value[self.order], self.starts)
+        ij = np.rint((pos - self.lo) / self.cell).astype(np.int64)
+        flat = np.clip(ij[:, 1], 0, self.h - 1) * self.w + np.clip(ij[:, 0], 0, self.w - 1)
+        return np.where(self.near[flat], per_pixel[self.nearest[flat]], per_pixel.min()), self.dist[flat]
 
 
 class OdometryTracker:
@@ -96,35 +152,48 @@ class SequenceFilter:
         self.pos = None
         self.vel = None
         self.scale = None
+        self.agility = None
         self.centre = None
         self.mode_mass = 0.0
         self.odometry = OdometryTracker()
         self.last_yaw = float("nan")  # heading of the last fix: rotates odometry into the map frame
         self.hist: deque = deque(maxlen=max(1, params.history))
         self.odo_sum = np.zeros(2)
-        self.bg = None  # per-place background similarity (hubs: places that answer every frame)
+        self.w_fast = self.w_slow = None  # augmented MCL: fast and slow averages of the particles' likelihood
+        self.prev_places = None  # the previous frame's best places and weights (velocities of re-seeded particles)
+        self.bg = None  # per-place running mean evidence (hubs: places that answer every frame)
+        xy = localizer.map.places.xyz[:, :2]
+        self.lookup = PlaceLookup(xy, self.spacing, params.far_spacings * self.spacing,
+                                  (params.far_spacings + 1) * self.spacing)
+        self._latents = np.asarray(localizer.map.latents, np.float32) if len(xy) <= params.dense_max else None
 
     def reset(self) -> None:
-        self.pos = self.vel = self.scale = self.bg = self.centre = None
+        self.pos = self.vel = self.scale = self.agility = self.bg = self.centre = self.prev_places = None
+        self.w_fast = self.w_slow = None
         self.mode_mass = 0.0
         self.odometry = OdometryTracker()
         self.last_yaw = float("nan")
         self.odo_sum = np.zeros(2)
         self.hist.clear()
 
-    def _evidence(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Candidate weights from similarity above each place's own background, which is updated after."""
+    def _evidence(self, z: np.ndarray, fix: Fix, rate: float) -> np.ndarray:
+        """Per-place evidence of this frame: the similarity to every place (the index's scored places on maps
+        above ``dense_max``, the rest at their minimum) as a z-score over the places (what one frame says,
+        whatever the image's overall contrast), minus each place's own running mean of it (hub suppression:
+        places that answer every frame, and the stretch the robot sees all the time, count less)."""
         p = self.p
-        if p.hub_memory <= 0:
-            return weights(scores, self.loc.pose_model.temperature)
-        floor = float(scores.min())
+        n = len(self.loc.map)
+        if n <= p.dense_max:
+            s = self._latents @ z
+        else:
+            s = np.full(n, float(fix.candidate_scores.min()), np.float32)
+            s[fix.candidate_ids] = fix.candidate_scores
+        zs = (s - s.mean()) / max(float(s.std()), 1e-6)
         if self.bg is None:
-            self.bg = np.full(len(self.loc.map), floor, np.float32)
-        e = scores - self.bg[ids]
-        self.bg *= 1.0 - p.hub_memory
-        self.bg += p.hub_memory * floor
-        self.bg[ids] += p.hub_memory * (scores - floor)
-        return weights(e, p.evidence_temperature)
+            self.bg = np.zeros(n, np.float32)
+        e = zs - self.bg
+        self.bg += rate * (zs - self.bg)
+        return e
 
     def _hypotheses(self, cxy: np.ndarray, wc: np.ndarray, odom_delta) -> tuple[np.ndarray, np.ndarray]:
         """Where to re-seed particles: this frame's candidates, weighted by how well the last ``history`` frames'
@@ -147,36 +216,64 @@ class SequenceFilter:
         # each current candidate carried back to each past frame, against that frame's candidates
         d2 = (((cxy[None, :, None, :] - shift[:, None, None, :]) - hx[:, None, :, :]) ** 2).sum(3)  # (H, C, k)
         lik = np.einsum("hck,hk->hc", np.exp(-0.5 * d2 / sig2[:, None, None]), hw)
-        score = np.log(lik + p.outlier_floor).sum(0)
+        score = np.log(lik + p.match_floor).sum(0)
         return cxy, np.exp(score - score.max()) * wc / wc.max()
 
-    def _draw_around(self, xy: np.ndarray, wc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        pick = self.rng.choice(len(xy), n, p=wc / wc.sum())
-        pos = xy[pick] + self.rng.normal(0, self.p.obs_sigma_spacings * self.spacing, (n, 2))
-        vel = self.rng.normal(0, self.p.init_speed_spacings * self.spacing, (n, 2))
+    def _augment(self, avg: float) -> None:
+        p = self.p
+        self.w_fast = avg if self.w_fast is None else self.w_fast + p.aug_fast * (avg - self.w_fast)
+        self.w_slow = avg if self.w_slow is None else self.w_slow + p.aug_slow * (avg - self.w_slow)
+
+    def _draw_agility(self, n: int) -> np.ndarray:
+        return np.exp(self.rng.uniform(np.log(self.p.min_agility), np.log(self.p.max_agility), n))
+
+    def _draw_around(self, xy: np.ndarray, wc: np.ndarray, n: int, prev=None) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` particles around the places ``xy`` (weights ``wc``). Given the previous frame's places ``prev``
+        (xy, weights), a particle's velocity is the step from one of them to its own place (pairs within
+        ``init_speed_spacings`` x 2, by joint weight): a robot moved to a new place keeps a plausible motion."""
+        p, s = self.p, self.spacing
+        vel = self.rng.normal(0, p.init_speed_spacings * s, (n, 2))
+        pick = None
+        if prev is not None:
+            step = xy[:, None, :] - prev[0][None]                     # (C, P, 2)
+            joint = wc[:, None] * prev[1][None] * ((step ** 2).sum(2) <= (2 * p.init_speed_spacings * s) ** 2)
+            if joint.sum() > 0:
+                pair = self.rng.choice(joint.size, n, p=(joint / joint.sum()).ravel())
+                pick, before = np.unravel_index(pair, joint.shape)
+                vel = step[pick, before] + self.rng.normal(0, p.seed_sigma_spacings * s, (n, 2))
+        if pick is None:
+            pick = self.rng.choice(len(xy), n, p=wc / wc.sum())
+        pos = xy[pick] + self.rng.normal(0, p.seed_sigma_spacings * s, (n, 2))
         return pos, vel
 
     def update(self, image: np.ndarray, odom_pose=None, stamp: float | None = None,
                odom_delta: np.ndarray | None = None) -> Fix:
-        """One frame: localize, predict particles, weight by the candidates, resample, estimate."""
-        z, cond, timings = self.loc.embed(image)
-        fix = self.loc.localize_latent(z, timings=timings, n_candidates=self.p.candidates)
-        fix.condition, fix.stamp = cond, stamp
-        return self.update_fix(fix, odom_pose, odom_delta)
+        """One frame: localize, predict particles, weight them by the frame's evidence, resample, estimate.
 
-    def update_fix(self, fix: Fix, odom_pose=None, odom_delta: np.ndarray | None = None) -> Fix:
-        """The filter step on a single-image fix that carries ``candidates`` places (updated in place)."""
+        ``odom_pose`` is the odometry pose ``(x, y, yaw)`` in its odom frame; ``odom_delta`` a map-frame step."""
+        z, cond, timings = self.loc.embed(image)
+        return self.update_latent(z, timings, odom_pose, stamp, odom_delta, cond)
+
+    def update_latent(self, z: np.ndarray, timings: dict | None = None, odom_pose=None, stamp: float | None = None,
+                      odom_delta: np.ndarray | None = None, condition: str = "") -> Fix:
+        """The filter step on a frame's latent (see :meth:`update`)."""
         loc, p, s = self.loc, self.p, self.spacing
+        fix = loc.localize_latent(z, timings=timings, n_candidates=None if self._latents is not None else p.candidates)
+        fix.condition, fix.stamp = condition, stamp
         if odom_pose is not None:
             odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
-        cxy = loc.map.places.xyz[fix.candidate_ids, :2]
-        wc = self._evidence(fix.candidate_ids, fix.candidate_scores)
+        e = self._evidence(z, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom)
+        beta = p.beta_odom if odom_delta is not None else p.beta
+        top = np.argpartition(-e, p.hypotheses - 1)[:p.hypotheses] if len(e) > p.hypotheses else np.arange(len(e))
+        cxy = loc.map.places.xyz[top, :2]
+        wc = np.exp(p.seed_beta * (e[top] - e[top].max()))
         n = p.particles
         shift = None
         if self.pos is None:
             self.pos, self.vel = self._draw_around(cxy, wc, n)
             self.scale = self.rng.normal(1.0, p.odom_scale_sd, n)
+            self.agility = self._draw_agility(n)
         elif odom_delta is not None:
             shift = np.asarray(odom_delta, float)[:2]
             sd = p.odom_noise * float(np.hypot(*shift)) + p.odom_noise_m
@@ -185,26 +282,40 @@ class SequenceFilter:
             self.pos += self.scale[:, None] * shift + self.rng.normal(0, sd, (n, 2))
             shift = shift * float(self.scale.mean())  # particles are equally weighted after resampling
         else:
-            self.vel += self.rng.normal(0, p.vel_noise_spacings * s, (n, 2))
+            a = self.agility[:, None] * s
+            self.vel += self.rng.normal(0, 1, (n, 2)) * (p.vel_noise_spacings * a)
             shift = self.vel.mean(0)
-            self.pos += self.vel + self.rng.normal(0, p.pos_noise_spacings * s, (n, 2))
-        # squared distances particle-candidate as |p|^2 - 2 p.c + |c|^2 (no (n, k, 2) temporary), then the
-        # Gaussian mixture as one matrix-vector product; the floor bounds what one frame can say
-        d2 = (self.pos ** 2).sum(1)[:, None] - 2.0 * (self.pos @ cxy.T) + (cxy ** 2).sum(1)[None]
-        # (the first frame seeded the particles from these candidates already: weigh it lightly)
-        floor = p.outlier_floor if odom_delta is not None or shift is None else p.outlier_floor_no_odom
-        lik = np.exp(-0.5 * np.maximum(d2, 0.0) / (p.obs_sigma_spacings * s) ** 2) @ (wc / wc.sum()) + floor
-        w = lik / lik.sum()
+            self.pos += self.vel + self.rng.normal(0, 1, (n, 2)) * (p.pos_noise_spacings * a)
+        if shift is None:  # the particles were just drawn from this frame's evidence
+            w = np.full(n, 1.0 / n)
+        else:
+            # each particle hears the evidence of its nearest place: log-likelihood beta * evidence
+            ev, dist = self.lookup(self.pos, e)
+            ll = beta * ev - 0.5 * (dist / (p.path_sigma_spacings * s)) ** 2
+            w = np.exp(ll - ll.max())
+            # augmented MCL: the particles' mean likelihood (1 when all sit at the frame's best place), averaged
+            # fast and slow; when the fast average falls below the slow one the belief is losing the robot
+            # (without odometry: with it, the sequence-matched re-seeding below finds a carried robot)
+            if odom_delta is None:
+                self._augment(float(np.mean(np.exp(np.minimum(ll - beta * float(e.max()), 0.0)))))
+            if odom_delta is not None and p.odom_floor > 0:
+                w = w + p.odom_floor
+            w /= w.sum()
         self.mode_mass = self._estimate(fix, w, shift)
         idx = np.minimum(np.searchsorted(np.cumsum(w), (self.rng.random() + np.arange(n)) / n), n - 1)
-        self.pos, self.vel, self.scale = self.pos[idx], self.vel[idx], self.scale[idx]
+        self.pos, self.vel, self.scale, self.agility = self.pos[idx], self.vel[idx], self.scale[idx], self.agility[idx]
         # sensor resetting around positions that this frame, or with odometry the recent sequence, supports
         # more re-seeding while no mode dominates (start-up, after a kidnapping), as in augmented MCL
-        k = int((p.reset_fraction if self.mode_mass >= 0.5 else p.reset_fraction_lost) * n)
+        frac = p.reset_fraction if self.mode_mass >= 0.5 else p.reset_fraction_lost
+        if self.w_slow:
+            frac = max(frac, min(p.reset_fraction_max, 1.0 - self.w_fast / self.w_slow))
+        k = int(frac * n)
         if k:
             hxy, hw = self._hypotheses(cxy, wc, odom_delta)
-            self.pos[:k], self.vel[:k] = self._draw_around(hxy, hw, k)
+            self.pos[:k], self.vel[:k] = self._draw_around(hxy, hw, k, self.prev_places if odom_delta is None else None)
             self.scale[:k] = self.rng.normal(1.0, p.odom_scale_sd, k)
+            self.agility[:k] = self._draw_agility(k)
+        self.prev_places = (cxy, wc)
         loc.set_geodetic(fix)
         self.last_yaw = fix.yaw
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
@@ -233,7 +344,7 @@ class SequenceFilter:
         of the reported mode."""
         pos, s = self.pos, self.spacing
         n = len(pos)
-        r = self.loc.pose_model.radius
+        r = self.p.mode_radius_spacings * s
         probe = pos[:: max(1, n // 100)]
         dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
         centre, mass = self._mode(probe[int(np.argmax(dens @ w))], w, r)
@@ -242,9 +353,11 @@ class SequenceFilter:
             if kept_mass >= self.p.min_track_mass and mass < self.p.switch_ratio * kept_mass:
                 centre = kept
         self.centre = centre
-        d = pos - centre
-        near = (d ** 2).sum(1) <= r * r
+        near = ((pos - centre) ** 2).sum(1) <= r * r
         mode_mass = float(w[near].sum())
+        # the reported position: the densest part of the mode (a wide mode's mean is pulled off a curved path)
+        centre, _ = self._mode(centre, w, self.p.fine_radius_spacings * s)
+        d = pos - centre
         if mode_mass >= 0.5:
             wn = w[near] / mode_mass
             fix.cov2 = (wn[:, None] * d[near]).T @ d[near] + (s ** 2) * np.eye(2)
