@@ -39,7 +39,7 @@ class FilterParams:
     reset_fraction_max: float = 0.5   # ... at most, when the frames stop agreeing with the belief (augmented MCL)
     aug_fast: float = 0.5             # rates of the fast and slow averages of the particles' likelihood
     aug_slow: float = 0.05
-    obs_sigma_spacings: float = 1.5
+    obs_sigma_spacings: float = 1.5  # sequence matching (with odometry): spread of a candidate carried along it
     pos_noise_spacings: float = 0.5   # without odometry, per frame, for the most agile particles
     vel_noise_spacings: float = 0.3   # (each particle carries an agility factor, log-uniform in
     min_agility: float = 0.2          # [min_agility, max_agility], learnt by resampling: steady streams
