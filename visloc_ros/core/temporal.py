@@ -93,9 +93,9 @@ class PlaceLookup:
         self.order = np.argsort(self.pixel_of_place, kind="stable")
         self.starts = np.flatnonzero(np.r_[True, np.diff(self.pixel_of_place[self.order]) != 0])
 
-    def __call__(self, pos: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """``value`` (per place) at the place nearest each of ``pos`` (N, 2); its minimum where no place is near
-        (the filter can only put the robot where the map has seen)."""
+    def __call__(self, pos: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``value`` (per place) at the place nearest each of ``pos`` (N, 2), its minimum where no place is near
+        (the filter can only put the robot where the map has seen); and each position's distance to that place."""
         per_pixel = np.maximum.reduceat(value[self.order], self.starts)
         ij = np.rint((pos - self.lo) / self.cell).astype(np.int64)
         flat = np.clip(ij[:, 1], 0, self.h - 1) * self.w + np.clip(ij[:, 0], 0, self.w - 1)
@@ -149,30 +149,22 @@ class SequenceFilter:
         self.p = params
         self.rng = np.random.default_rng(params.seed)
         self.spacing = localizer.pose_model.spacing
-        self.pos = None
-        self.vel = None
-        self.scale = None
-        self.agility = None
-        self.centre = None
-        self.mode_mass = 0.0
-        self.odometry = OdometryTracker()
-        self.last_yaw = float("nan")  # heading of the last fix: rotates odometry into the map frame
         self.hist: deque = deque(maxlen=max(1, params.history))
-        self.odo_sum = np.zeros(2)
-        self.w_fast = self.w_slow = None  # augmented MCL: fast and slow averages of the particles' likelihood
-        self.prev_places = None  # the previous frame's best places and weights (velocities of re-seeded particles)
-        self.bg = None  # per-place running mean evidence (hubs: places that answer every frame)
         xy = localizer.map.places.xyz[:, :2]
         self.lookup = PlaceLookup(xy, self.spacing, params.far_spacings * self.spacing,
                                   (params.far_spacings + 1) * self.spacing)
         self._latents = np.asarray(localizer.map.latents, np.float32) if len(xy) <= params.dense_max else None
+        self.reset()
 
     def reset(self) -> None:
-        self.pos = self.vel = self.scale = self.agility = self.bg = self.centre = self.prev_places = None
-        self.w_fast = self.w_slow = None
+        """Forget the robot: particles, running averages and odometry state (the map's tables are kept)."""
+        self.pos = self.vel = self.scale = self.agility = self.centre = None
+        self.bg = None  # per-place running mean evidence (hubs: places that answer every frame)
+        self.w_fast = self.w_slow = None  # augmented MCL: fast and slow averages of the particles' likelihood
+        self.prev_places = None  # the previous frame's best places and weights (velocities of re-seeded particles)
         self.mode_mass = 0.0
         self.odometry = OdometryTracker()
-        self.last_yaw = float("nan")
+        self.last_yaw = float("nan")  # heading of the last fix: rotates odometry into the map frame
         self.odo_sum = np.zeros(2)
         self.hist.clear()
 
