@@ -8,7 +8,7 @@ import yaml
 from conftest import run_visloc
 
 COMMANDS = [[], ["build-map"], ["add-places"], ["localize"], ["eval"], ["map", "info"], ["models", "export"],
-            ["models", "check"], ["synth"]]
+            ["models", "check"], ["synth"], ["tune"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -107,3 +107,26 @@ def test_tensorrt_backend_missing_is_one_line(xy_map, synth_xy, tmp_path):
     r = run_visloc("localize", "--map", str(xy_map), "--images-csv", str(synth_xy[1]), "--out",
                    str(tmp_path / "p.csv"), "--backend", "tensorrt")
     _one_line_error(r, "tensorrt")
+
+
+def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
+    m = tmp_path / "map"
+    shutil.copytree(xy_map, m)
+    before = (m / "map.yaml").read_text()
+    stream = str(synth_xy[0])  # the map's own images, in the order they were taken
+    r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "without_odometry: evidence" in r.stdout and (m / "map.yaml").read_text() == before
+    r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1")
+    assert r.returncode == 0, r.stderr
+    fit = yaml.safe_load((m / "map.yaml").read_text())["sequence"]["without_odometry"]
+    assert fit["frames"] == 30 and fit["radius"] == 4.0 and fit["cov_scale"] > 0 and fit["tuned_on"] == stream
+    r = run_visloc("localize", "--sequence", "--map", str(m), "--images-csv", str(synth_xy[1]),
+                   "--out", str(tmp_path / "p.csv"))
+    assert r.returncode == 0, r.stderr
+    nopos = tmp_path / "nopos.csv"
+    nopos.write_text("image\nref/00000.jpg\n")
+    _one_line_error(run_visloc("tune", "--map", str(m), "--images-csv", str(nopos), "--radius", "4"), "position")
+    _one_line_error(run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "0"), "--radius")
+    _one_line_error(run_visloc("tune", "--map", str(tmp_path / "none"), "--images-csv", stream, "--radius", "4"),
+                    "does not exist")

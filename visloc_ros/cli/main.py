@@ -21,6 +21,7 @@ COMMANDS = {
     "synth": "visloc_ros.cli.synth",
     "bag": "visloc_ros.cli.bag",
     "demo": "visloc_ros.cli.demo",
+    "tune": "visloc_ros.cli.tune",
 }
 
 

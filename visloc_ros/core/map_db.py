@@ -190,6 +190,25 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
     return out
 
 
+def update_meta(path: str | Path, section: str, value) -> dict:
+    """Set one top-level section of a complete map's ``map.yaml`` (e.g. the parameters fitted by ``visloc tune``),
+    atomically: a temp file beside it, fsync, rename. The arrays are not touched. Returns the new metadata."""
+    m = load_map(path)
+    meta = dict(m.meta)
+    meta[section] = value
+    tmp = m.path / f".{MAP_YAML}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as fh:
+            yaml.safe_dump(meta, fh, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, m.path / MAP_YAML)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MapError(f"cannot update {m.path / MAP_YAML}: {e.strerror or e}") from None
+    return meta
+
+
 def load_map(path: str | Path, mmap: bool = True) -> MapData:
     """Load and check a map folder; every problem is a one-line :class:`MapError`."""
     p = Path(path)

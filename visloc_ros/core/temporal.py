@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class FilterParams:
     odom_scale_walk: float = 0.002  # its drift per frame
     hub_memory: float = 0.01      # rate of each place's running mean evidence (hub suppression); 0 = off
     hub_memory_odom: float = 0.05  # ... with odometry
+    hub_prior: bool = True        # start those running means at each place's likeness to the map's own images
     match_floor: float = 1.0      # sequence matching: what one past frame can say about a hypothesis is bounded
     mode_radius_spacings: float = 4.0  # the estimate: mean shift over particles within this radius
     fine_radius_spacings: float = 1.0  # ... then within this radius for the reported position
@@ -62,7 +63,22 @@ class FilterParams:
     seed_beta: float = 1.0        # sharper weights of the best places when re-seeding and sequence matching
     hypotheses: int = 20          # best places per frame used for re-seeding and the sequence matching
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
+    cov_scale: float = 1.0        # the reported covariance x this (fitted by `visloc tune`), without odometry
+    cov_scale_odom: float = 1.0   # ... with odometry
     seed: int = 0
+
+    @classmethod
+    def for_map(cls, meta: dict, **overrides) -> "FilterParams":
+        """The defaults, with the evidence strength and covariance scale that ``visloc tune`` stored in the map's
+        ``map.yaml`` (section ``sequence``: ``without_odometry`` / ``with_odometry``), then ``overrides``."""
+        kw = {}
+        for mode, suffix in (("without_odometry", ""), ("with_odometry", "_odom")):
+            fitted = ((meta or {}).get("sequence") or {}).get(mode) or {}
+            if "evidence" in fitted:
+                kw["beta" + suffix] = float(fitted["evidence"])
+            if "cov_scale" in fitted:
+                kw["cov_scale" + suffix] = float(fitted["cov_scale"])
+        return replace(cls(**kw), **overrides)
 
 
 class PlaceLookup:
@@ -144,9 +160,9 @@ class SequenceFilter:
     motion itself (:class:`OdometryTracker`, with the heading of its own last fix). A caller that already has a
     map-frame displacement passes ``odom_delta`` instead."""
 
-    def __init__(self, localizer: Localizer, params: FilterParams = FilterParams()):
+    def __init__(self, localizer: Localizer, params: FilterParams | None = None):
         self.loc = localizer
-        self.p = params
+        self.p = params = params or FilterParams.for_map(localizer.map.meta)
         self.rng = np.random.default_rng(params.seed)
         self.spacing = localizer.pose_model.spacing
         self.hist: deque = deque(maxlen=max(1, params.history))
@@ -154,7 +170,21 @@ class SequenceFilter:
         self.lookup = PlaceLookup(xy, self.spacing, params.far_spacings * self.spacing,
                                   (params.far_spacings + 1) * self.spacing)
         self._latents = np.asarray(localizer.map.latents, np.float32) if len(xy) <= params.dense_max else None
+        self._hubness = self._map_hubness() if params.hub_prior and self._latents is not None else None
         self.reset()
+
+    def _map_hubness(self, rows: int = 2000, chunk: int = 250) -> np.ndarray:
+        """Each place's mean evidence (z-scored similarity) over up to ``rows`` of the map's own images: how much
+        it resembles everything. Starting the running means there keeps hubs from winning the first frames,
+        before the stream itself has shown which places answer every frame."""
+        lat = self._latents
+        n = len(lat)
+        pick = np.random.default_rng(0).choice(n, min(n, rows), replace=False)
+        total = np.zeros(n, np.float64)
+        for k in range(0, len(pick), chunk):
+            s = lat[pick[k:k + chunk]] @ lat.T
+            total += ((s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-6)).sum(0)
+        return (total / len(pick)).astype(np.float32)
 
     def reset(self) -> None:
         """Forget the robot: particles, running averages and odometry state (the map's tables are kept)."""
@@ -182,7 +212,7 @@ class SequenceFilter:
             s[fix.candidate_ids] = fix.candidate_scores
         zs = (s - s.mean()) / max(float(s.std()), 1e-6)
         if self.bg is None:
-            self.bg = np.zeros(n, np.float32)
+            self.bg = np.zeros(n, np.float32) if self._hubness is None else self._hubness.copy()
         e = zs - self.bg
         self.bg += rate * (zs - self.bg)
         return e
@@ -293,7 +323,7 @@ class SequenceFilter:
             if odom_delta is not None and p.odom_floor > 0:
                 w = w + p.odom_floor
             w /= w.sum()
-        self.mode_mass = self._estimate(fix, w, shift)
+        self.mode_mass = self._estimate(fix, w, shift, odom_delta is not None)
         idx = np.minimum(np.searchsorted(np.cumsum(w), (self.rng.random() + np.arange(n)) / n), n - 1)
         self.pos, self.vel, self.scale, self.agility = self.pos[idx], self.vel[idx], self.scale[idx], self.agility[idx]
         # sensor resetting around positions that this frame, or with odometry the recent sequence, supports
@@ -325,10 +355,10 @@ class SequenceFilter:
             centre = (w[near, None] * pos[near]).sum(0) / w[near].sum()
         return centre, float(w[near].sum())
 
-    def _estimate(self, fix: Fix, w: np.ndarray, shift: np.ndarray | None) -> float:
+    def _estimate(self, fix: Fix, w: np.ndarray, shift: np.ndarray | None, odom: bool) -> float:
         """The main mode of the particles and its covariance: the spread of the mode's own particles while it
         holds most of the weight, of all particles when the belief is split (then the ellipse says so), plus the
-        map's place spacing.
+        map's place spacing; all times the fitted ``cov_scale`` (``cov_scale_odom`` with odometry).
 
         The mode reported last frame (moved by this frame's motion) is kept unless another mode holds
         ``switch_ratio`` times its weight: repetitive places (an alias some metres away) then cannot make the
@@ -355,6 +385,7 @@ class SequenceFilter:
             fix.cov2 = (wn[:, None] * d[near]).T @ d[near] + (s ** 2) * np.eye(2)
         else:
             fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
+        fix.cov2 = fix.cov2 * (self.p.cov_scale_odom if odom else self.p.cov_scale)
         fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
         fix.cov6 = fix.cov6.copy()
         fix.cov6[:2, :2] = fix.cov2

@@ -1,0 +1,55 @@
+import shutil
+
+import numpy as np
+
+from visloc_ros.core.localizer import Localizer
+from visloc_ros.core.map_db import load_map, update_meta
+from visloc_ros.core.synthetic import draw_scene, view
+from visloc_ros.core.temporal import FilterParams, SequenceFilter
+from visloc_ros.core.tune import EVIDENCE_FACTORS, replay, tune_sequence
+
+
+def _stream(xy_map, order, seed=0):
+    """Latents and true positions of a camera driven past the map's places in ``order`` (every 4th frame dark)."""
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    seed_of = {name: int(name.split("/")[1][:5]) for name in places.images}
+    rng = np.random.default_rng(seed)
+    z = [loc.embed(view(draw_scene(100003 + seed_of[places.images[i]]), rng, night=k % 4 == 3))[0]
+         for k, i in enumerate(order)]
+    return loc, np.array(z), places.xyz[order, :2]
+
+
+def test_tune_fits_the_evidence_and_a_covariance_that_holds(xy_map, tmp_path):
+    m = tmp_path / "map"
+    shutil.copytree(xy_map, m)
+    loc, z, truth = _stream(m, list(range(30)) + list(range(10)))
+    spacing = loc.pose_model.spacing
+    fit = tune_sequence(loc, z, truth, radius=2 * spacing, seeds=1)
+    default = FilterParams().beta
+    assert fit["evidence"] in [round(default * f, 4) for f in EVIDENCE_FACTORS]
+    assert set(fit["within_radius_by_evidence"]) == {f"{default * f:g}" for f in EVIDENCE_FACTORS}
+    assert fit["within_radius"] >= 0.8 and fit["frames"] == 40
+    assert 0.9 <= fit["coverage_95"] <= 1.0
+
+    # stored in the map, every filter built on it uses it, and the reported covariance is scaled by it
+    update_meta(m, "sequence", {"without_odometry": fit})
+    loc2 = Localizer(m)
+    filt = SequenceFilter(loc2)
+    assert filt.p.beta == fit["evidence"] and filt.p.cov_scale == fit["cov_scale"]
+    assert filt.p.beta_odom == FilterParams().beta_odom  # the odometry mode was not tuned
+    est1, cov1 = replay(loc2, z, FilterParams(beta=fit["evidence"]))
+    est2, cov2 = replay(loc2, z, FilterParams(beta=fit["evidence"], cov_scale=fit["cov_scale"]))
+    np.testing.assert_allclose(est1, est2)
+    np.testing.assert_allclose(cov2, cov1 * fit["cov_scale"], rtol=1e-9)
+    assert load_map(m).meta["n_places"] == 30  # the rest of the map is untouched
+
+
+def test_weakest_tunable_evidence_still_recovers_a_kidnapped_robot(xy_map):
+    """The tuning grid stops where a kidnapped robot is still found again within a bounded number of frames."""
+    order = list(range(0, 12)) + list(range(20, 30))
+    loc, z, truth = _stream(xy_map, order)
+    est, _ = replay(loc, z, FilterParams(beta=FilterParams().beta * min(EVIDENCE_FACTORS), particles=500, seed=0))
+    errs = np.linalg.norm(est - truth, axis=1) / loc.pose_model.spacing
+    assert np.median(errs[3:12]) < 1.0
+    assert np.all(errs[12 + 9:] < 2.5)
