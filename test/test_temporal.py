@@ -51,3 +51,27 @@ def test_odometry_driven_filter_recovers_after_kidnapping(xy_map):
     spacing = loc.pose_model.spacing
     assert np.median(errs[3:13]) < 1.5 * spacing                 # tracking
     assert np.all(errs[13 + 15:] < 2.0 * spacing)                # recovered within 15 frames of the jump
+
+
+def test_hub_prior_marks_the_place_that_resembles_every_other(xy_map, tmp_path):
+    """A place whose latent is the average of all the others answers every query a little; the filter starts that
+    place's running mean evidence highest, so it cannot win the first frames on likeness alone."""
+    import shutil
+
+    m = tmp_path / "map"
+    shutil.copytree(xy_map, m)
+    lat = np.load(m / "latents.npy")
+    hub = lat[np.arange(len(lat)) != 7].mean(0)
+    lat[7] = hub / np.linalg.norm(hub)
+    np.save(m / "latents.npy", lat)
+    loc = Localizer(m)
+    filt = SequenceFilter(loc, FilterParams(particles=200))
+    assert int(np.argmax(filt._hubness)) == 7
+    assert SequenceFilter(loc, FilterParams(particles=200, hub_prior=False))._hubness is None
+    # the first frame's evidence is the frame's z-scores minus that prior: the hub is pushed down
+    z = np.asarray(lat[3])
+    with_prior = filt._evidence(z, loc.localize_latent(z), rate=0.0)
+    s = lat @ z
+    zs = (s - s.mean()) / s.std()
+    np.testing.assert_allclose(with_prior, zs - filt._hubness, rtol=1e-4, atol=1e-5)
+    assert int(np.argmax(with_prior)) == 3

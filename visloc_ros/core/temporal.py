@@ -226,9 +226,6 @@ class SequenceFilter:
             self.hist.clear()
             return cxy, wc
         self.odo_sum = self.odo_sum + np.asarray(odom_delta, float)[:2]
-        m = p.hypotheses
-        top = np.argsort(-wc)[:m]
-        cxy, wc = cxy[top], wc[top]
         self.hist.append((cxy, wc / wc.sum(), self.odo_sum.copy()))
         k = min(len(c) for c, _, _ in self.hist)
         hx = np.stack([c[:k] for c, _, _ in self.hist])               # (H, k, 2) past candidates
