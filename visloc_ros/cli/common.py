@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: progress bars and the localizer config from flags + YAML."""
+"""Helpers shared by the subcommands: progress bars, the localizer config from flags + YAML, odometry CSVs."""
 from __future__ import annotations
 
 import argparse
@@ -29,3 +29,18 @@ def config_from(args: argparse.Namespace, **extra):
                       low_light=getattr(args, "low_light", None), **extra)
     logging.getLogger("visloc").debug("config: %s", cfg)
     return cfg
+
+
+def read_odometry(path: str) -> dict[str, tuple[float, float, float]]:
+    """Wheel odometry per image from a CSV with columns image, x, y, yaw (odom frame): {image: (x, y, yaw)}."""
+    from ..core.dataset import read_table
+    from ..core.errors import DatasetError
+
+    cols, rows = read_table(path)
+    missing = {"image", "x", "y", "yaw"} - set(cols)
+    if missing:
+        raise DatasetError(f"{path} lacks column(s) {', '.join(sorted(missing))} (needs image, x, y, yaw)")
+    try:
+        return {r["image"]: (float(r["x"]), float(r["y"]), float(r["yaw"])) for r in rows}
+    except ValueError as e:
+        raise DatasetError(f"{path}: not a number in x, y or yaw ({e})") from None

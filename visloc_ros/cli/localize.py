@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .common import add_config_args, config_from, progress_factory
+from .common import add_config_args, config_from, progress_factory, read_odometry
 
 log = logging.getLogger("visloc")
 
@@ -28,20 +28,6 @@ def add_parser(sub) -> None:
                         "e.g. a recorded run's odometry.csv) to drive the filter")
     add_config_args(p)
     p.set_defaults(func=run)
-
-
-def _read_odometry(path: str) -> dict[str, tuple[float, float, float]]:
-    from ..core.dataset import read_table
-    from ..core.errors import DatasetError
-
-    cols, rows = read_table(path)
-    missing = {"image", "x", "y", "yaw"} - set(cols)
-    if missing:
-        raise DatasetError(f"{path} lacks column(s) {', '.join(sorted(missing))} (needs image, x, y, yaw)")
-    try:
-        return {r["image"]: (float(r["x"]), float(r["y"]), float(r["yaw"])) for r in rows}
-    except ValueError as e:
-        raise DatasetError(f"{path}: not a number in x, y or yaw ({e})") from None
 
 
 def _read_queries(path: str) -> tuple[list[str], object]:
@@ -79,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         from ..core.temporal import SequenceFilter
         seq = SequenceFilter(loc)
         if args.odometry_csv:
-            odo = _read_odometry(args.odometry_csv)
+            odo = read_odometry(args.odometry_csv)
             if not any(name in odo for name in images):
                 raise DatasetError(f"no image of {args.images_csv} has a row in {args.odometry_csv}")
 

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from .common import add_config_args, config_from, progress_factory
+from .common import add_config_args, config_from, progress_factory, read_odometry
 
 log = logging.getLogger("visloc")
 
@@ -37,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from ..core.localizer import Localizer
     from ..core.map_db import update_meta
     from ..core.tune import tune_sequence
-    from .localize import _read_odometry
 
     if args.radius <= 0 or args.seeds < 1:
         raise DatasetError("--radius must be > 0 and --seeds >= 1")
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     ds = read_csv(args.images_csv, loc.datum)
     if (loc.datum is None) != (ds.latlonalt is None):
         raise DatasetError("the map and the labelled run must both be georeferenced (lat/lon) or both in x,y")
-    odo = _read_odometry(args.odometry_csv) if args.odometry_csv else None
+    odo = read_odometry(args.odometry_csv) if args.odometry_csv else None
     factory = progress_factory(args)
     bar = factory(total=len(ds), desc="embedding images") if factory else None
     z, truth, odom = [], [], []

@@ -148,6 +148,14 @@ class MapData:
         return len(self.places)
 
 
+def _write_yaml(path: Path, meta: dict) -> None:
+    """``meta`` as YAML, flushed to disk before the caller renames it into place."""
+    with open(path, "w") as fh:
+        yaml.safe_dump(meta, fh, sort_keys=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
               codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False) -> Path:
     """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in."""
@@ -173,10 +181,7 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         meta.update({"format_version": FORMAT_VERSION, "n_places": n,
                      "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         meta["encoder"] = dict(meta.get("encoder", {}), file="encoder.onnx")
-        with open(tmp / MAP_YAML, "w") as fh:  # last: its presence marks a complete map
-            yaml.safe_dump(meta, fh, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_yaml(tmp / MAP_YAML, meta)  # last: its presence marks a complete map
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -198,10 +203,7 @@ def update_meta(path: str | Path, section: str, value) -> dict:
     meta[section] = value
     tmp = m.path / f".{MAP_YAML}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w") as fh:
-            yaml.safe_dump(meta, fh, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_yaml(tmp, meta)
         os.replace(tmp, m.path / MAP_YAML)
     except OSError as e:
         tmp.unlink(missing_ok=True)

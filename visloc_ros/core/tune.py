@@ -44,7 +44,7 @@ def tune_sequence(loc: Localizer, latents: np.ndarray, truth_xy: np.ndarray, rad
     if len(latents) < 10:
         raise DatasetError(f"tuning needs a labelled stream of at least 10 frames (got {len(latents)})")
     key = "beta_odom" if odom is not None else "beta"
-    base = replace(FilterParams.for_map({}), cov_scale=1.0, cov_scale_odom=1.0)
+    base = FilterParams()  # the defaults (covariance scale 1), not the map's stored fit
     bar = progress(total=len(factors) * seeds, desc="tuning the sequence filter") if progress else None
     runs = {}
     try:
