@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +41,11 @@ def main() -> None:
     stages, top1, est, cov, truth = defaultdict(list), [], [], [], []
     for t, rgb in image_stream(bag, IMAGE_TOPIC):
         g = gt_p[nearest(gt_t, t, 50_000_000), :2]
-        z, _, timings = loc.embed(rgb)  # one CNN pass per frame serves both modes
-        single = loc.localize_latent(z)
+        emb = loc.embed(rgb)  # one CNN pass per frame serves both modes
+        single = loc.localize_embedding(replace(emb, timings_ms={}))
         top1.append(np.linalg.norm(places[single.best_id] - g) <= 2.0)
         k = nearest(od_t, t, 100_000_000)
-        fix = seq.update_latent(z, timings, odom_pose=None if k is None else od[k])
+        fix = seq.update_embedding(emb, odom_pose=None if k is None else od[k])
         for name, ms in fix.timings_ms.items():
             stages[name].append(ms)
         stages["total"].append(fix.latency_ms)

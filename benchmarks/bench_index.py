@@ -126,7 +126,7 @@ def main() -> None:
         if a.campus_queries:
             from visloc_ros.core.dataset import read_csv
             qs = read_csv(a.campus_queries)
-            queries = np.array([loc.embed(qs.path(i))[0] for i in range(len(qs))], np.float32)
+            queries = np.array([loc.embed(qs.path(i)).latent for i in range(len(qs))], np.float32)
         else:
             queries = revisits(db, min(a.queries, len(db)), rng)
         report["campus"] = bench(db, queries, a.probes, a.min_candidates, faiss_on, "campus")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from visloc_ros.core.localizer import Localizer
+from visloc_ros.core.localizer import Embedding, Localizer
 from visloc_ros.core.map_db import load_map
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
@@ -70,7 +70,8 @@ def test_hub_prior_marks_the_place_that_resembles_every_other(xy_map, tmp_path):
     assert SequenceFilter(loc, FilterParams(particles=200, hub_prior=False))._hubness is None
     # the first frame's evidence is the frame's z-scores minus that prior: the hub is pushed down
     z = np.asarray(lat[3])
-    with_prior = filt._evidence(z, loc.localize_latent(z), rate=0.0)
+    e = Embedding(z)
+    with_prior = filt._evidence(e, loc.localize_embedding(e), rate=0.0)
     s = lat @ z
     zs = (s - s.mean()) / s.std()
     np.testing.assert_allclose(with_prior, zs - filt._hubness, rtol=1e-4, atol=1e-5)

@@ -15,9 +15,9 @@ def _stream(xy_map, order, seed=0):
     places = load_map(xy_map).places
     seed_of = {name: int(name.split("/")[1][:5]) for name in places.images}
     rng = np.random.default_rng(seed)
-    z = [loc.embed(view(draw_scene(100003 + seed_of[places.images[i]]), rng, night=k % 4 == 3))[0]
-         for k, i in enumerate(order)]
-    return loc, np.array(z), places.xyz[order, :2]
+    frames = [loc.embed(view(draw_scene(100003 + seed_of[places.images[i]]), rng, night=k % 4 == 3))
+              for k, i in enumerate(order)]
+    return loc, frames, places.xyz[order, :2]
 
 
 def test_tune_fits_the_evidence_and_a_covariance_that_holds(xy_map, tmp_path):

@@ -20,13 +20,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="inference backend (default auto)")
     p.add_argument("--threads", type=int, help="CPU threads for inference (default 2)")
     p.add_argument("--low-light", choices=["off", "on", "auto"], help="low-light enhancement of queries")
+    p.add_argument("--appearance-weight", type=float, metavar="W",
+                   help="weight of the appearance thumbnails against the CNN (default: the map's fit from "
+                        "`visloc tune`, 0 until tuned; 0 = CNN only)")
 
 
 def config_from(args: argparse.Namespace, **extra):
     from ..core.config import load_config
 
     cfg = load_config(args.config, backend=args.backend, threads=args.threads,
-                      low_light=getattr(args, "low_light", None), **extra)
+                      low_light=getattr(args, "low_light", None),
+                      appearance_weight=getattr(args, "appearance_weight", None), **extra)
     logging.getLogger("visloc").debug("config: %s", cfg)
     return cfg
 

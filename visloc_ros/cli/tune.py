@@ -1,4 +1,4 @@
-"""``visloc tune``: fit the sequence filter to a map on a labelled run and store the fit in the map."""
+"""``visloc tune``: fit a map's appearance weight, covariance and sequence filter on a labelled run; store the fit."""
 from __future__ import annotations
 
 import argparse
@@ -12,12 +12,14 @@ log = logging.getLogger("visloc")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("tune", help="fit the sequence filter (evidence strength, covariance scale) on a labelled run",
-                       description="Replays a labelled camera stream (a dataset CSV in recorded order, with true "
-                                   "positions) through the sequence filter for a grid of evidence strengths, keeps "
-                                   "the one with most frames within --radius, fits the covariance scale for 95%% "
-                                   "ellipse coverage, and stores both in the map's map.yaml (section 'sequence'), "
-                                   "where `visloc localize --sequence`, `visloc bag eval` and the node read them. "
+    p = sub.add_parser("tune", help="fit the appearance weight, covariance and sequence filter on a labelled run",
+                       description="Localizes a labelled run (a dataset CSV in recorded order, with true positions) "
+                                   "image by image for a grid of appearance weights (thumbnails vs CNN), keeps the "
+                                   "one with most images within --radius and refits the single-image covariance "
+                                   "(map.yaml section 'single'); then replays the run through the sequence filter "
+                                   "with that weight for a grid of evidence strengths, keeps the best and fits its "
+                                   "covariance scale for 95%% ellipse coverage (section 'sequence'). "
+                                   "`visloc localize`, `visloc bag eval` and the node read both. "
                                    "Evaluate on other frames than the ones tuned on.")
     p.add_argument("--map", required=True, metavar="MAPDIR")
     p.add_argument("--images-csv", required=True, metavar="CSV", help="labelled stream: image + x,y or lat,lon, in order")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import DatasetError, ImageError
     from ..core.localizer import Localizer
     from ..core.map_db import update_meta
-    from ..core.tune import tune_sequence
+    from ..core.tune import tune_sequence, tune_single
 
     if args.radius <= 0 or args.seeds < 1:
         raise DatasetError("--radius must be > 0 and --seeds >= 1")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     odo = read_odometry(args.odometry_csv) if args.odometry_csv else None
     factory = progress_factory(args)
     bar = factory(total=len(ds), desc="embedding images") if factory else None
-    z, truth, odom = [], [], []
+    frames, truth, odom = [], [], []
     for i in range(len(ds)):
         if bar:
             bar.update(1)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             log.warning("skipped %s: no odometry row", ds.images[i])
             continue
         try:
-            z.append(loc.embed(ds.path(i))[0])
+            frames.append(loc.embed(ds.path(i)))
         except ImageError as e:
             log.warning("skipped: %s", e)
             continue
@@ -64,7 +66,15 @@ def run(args: argparse.Namespace) -> int:
             odom.append(odo[ds.images[i]])
     if bar:
         bar.close()
-    fit = tune_sequence(loc, np.array(z), np.array(truth), args.radius,
+    truth = np.array(truth)
+    single = tune_single(loc, frames, truth, args.radius)
+    single["tuned_on"] = args.images_csv
+    print(f"single images: appearance weight {single['appearance_weight']:g} (within {args.radius:g}: "
+          f"{100 * single['within_radius']:.1f} %, by weight {single['within_radius_by_weight']}), covariance "
+          f"factor {single['alpha']:g} (95 %-ellipse coverage {100 * single['coverage_95_before']:.1f} % -> "
+          f"{100 * single['coverage_95']:.1f} %)")
+    loc.appearance_weight = single["appearance_weight"]  # the sequence filter is tuned with the chosen weight
+    fit = tune_sequence(loc, frames, truth, args.radius,
                         odom=np.array(odom) if odo is not None else None, seeds=args.seeds, progress=factory)
     fit["tuned_on"] = args.images_csv
     mode = "with_odometry" if odo is not None else "without_odometry"
@@ -73,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
           f"(95 %-ellipse coverage {100 * fit['coverage_95_before']:.1f} % -> {100 * fit['coverage_95']:.1f} %) "
           f"on {fit['frames']} frames")
     if not args.dry_run:
+        update_meta(args.map, "single", single)
         section = dict(loc.map.meta.get("sequence") or {})
         section[mode] = fit
         update_meta(args.map, "sequence", section)
-        print(f"stored in {args.map}/map.yaml (section sequence.{mode})")
+        print(f"stored in {args.map}/map.yaml (sections single and sequence.{mode})")
     loc.close()
     return 0

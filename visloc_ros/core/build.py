@@ -1,8 +1,8 @@
 """Build a map from a dataset, and add places to an existing map without retraining anything.
 
-Stages: CNN descriptors of every image and of degraded (night/weather-like) copies of it (unreadable images
-skipped with a warning) -> per-map encoder (autoencoder + metric learning on the map's geometry) -> latents
--> SOM index -> pose model (place spacing, consensus radius) -> covariance calibration on held-out map images
+Stages: CNN descriptors of every image and of degraded (night/weather-like) copies of it, and each image's
+appearance thumbnail (unreadable images skipped with a warning) -> per-map encoder (autoencoder + metric
+learning on the map's geometry) -> latents -> SOM index -> pose model (place spacing, consensus radius) -> covariance calibration on held-out map images
 (each left out of the map, once as is and once degraded to look like night) -> atomic write of the map folder.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
+from .appearance import thumbnail
 from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
@@ -48,13 +49,13 @@ def _bar(progress: Progress | None, total: int, desc: str):
 
 def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], progress: Progress | None = None,
                     low_light: str = "auto", degraded_per_image: int = 0, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, np.ndarray]:
     """CNN descriptors of a dataset's images, prepared as queries are (low light, size); with
     ``degraded_per_image`` also of that many degraded copies of each. Returns (descriptors (N, D), kept row
-    indices, skipped messages, degraded descriptors (N, K, D) or None)."""
+    indices, skipped messages, degraded descriptors (N, K, D) or None, appearance thumbnails (N, DIM))."""
     rng = np.random.default_rng(seed)
     enhancer = LowLight()
-    out, deg, kept, skipped = [], [], [], []
+    out, deg, thumbs, kept, skipped = [], [], [], [], []
     bar = _bar(progress, len(ds), "describing images" + (f" (+{degraded_per_image} degraded each)"
                                                          if degraded_per_image else ""))
     try:
@@ -67,6 +68,7 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
                 bar.update(1)
                 continue
             out.append(cnn(prepare(rgb, low_light, size, enhancer)[0]))
+            thumbs.append(thumbnail(rgb))
             if degraded_per_image:
                 deg.append([cnn(prepare(degrade(rgb, rng), low_light, size, enhancer)[0])
                             for _ in range(degraded_per_image)])
@@ -77,7 +79,7 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
     if not kept:
         raise DatasetError(f"none of the {len(ds)} images could be read (first error: {skipped[0]})")
     return (np.array(out, dtype=np.float32), np.array(kept), skipped,
-            np.array(deg, dtype=np.float32) if degraded_per_image else None)
+            np.array(deg, dtype=np.float32) if degraded_per_image else None, np.array(thumbs, dtype=np.float32))
 
 
 def place_spacing(xyz: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
@@ -179,7 +181,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
     cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
     size = (config.image_long_side, config.image_short_side)
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
-    desc, kept, skipped, degraded = describe_images(ds, cnn, size, progress, config.low_light,
+    desc, kept, skipped, degraded, thumbs = describe_images(ds, cnn, size, progress, config.low_light,
                                                     training.degraded_per_image if training.metric_weight > 0 else 0,
                                                     seed=seed)
     places = _places_from(ds, kept, session)
@@ -218,7 +220,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "skipped_images": len(skipped),
             "image_root": str(ds.root.resolve()),
         }
-        write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite)
+        write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite, appearance=thumbs)
         encoder.close()
     cnn.close()
     return load_map(out)
@@ -241,7 +243,7 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
     encoder = Encoder(m.encoder_path, config.backend, config.threads, int(m.meta["cnn"]["dim"]))
-    desc, kept, skipped, _ = describe_images(ds, cnn, size, progress, config.low_light)
+    desc, kept, skipped, _, thumbs = describe_images(ds, cnn, size, progress, config.low_light)
     new = _places_from(ds, kept, session)
     latents = np.concatenate([np.asarray(m.latents), encoder.batch(desc)])
     index = SomIndex(m.codebook, np.asarray(m.latents), m.places.cells)
@@ -256,6 +258,8 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
         enc_copy.write_bytes(m.encoder_path.read_bytes())
         encoder.close()
         cnn.close()
+        # thumbnails only when the map has them for its old places too (older maps stay CNN-only)
+        app = None if m.appearance is None else np.concatenate([np.asarray(m.appearance), thumbs.astype(np.float16)])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
-                  latents, m.codebook, enc_copy, overwrite=True)
+                  latents, m.codebook, enc_copy, overwrite=True, appearance=app)
     return load_map(m.path)

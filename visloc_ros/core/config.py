@@ -36,6 +36,8 @@ class LocalizerConfig:
     min_candidates: int = _f(256, "Probe more cells until at least this many places are scored.")
     consensus_radius_m: float = _f(0.0, "Candidates further than this from the consensus are dropped; 0 = from map spacing.")
     min_score: float = _f(0.0, "Withhold a fix whose score (0..1) is below this.")
+    appearance_weight: float = _f(-1.0, "Weight of the appearance thumbnails against the CNN when matching places; "
+                                        "negative = the map's fitted weight (visloc tune; 0 until tuned), 0 = CNN only.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

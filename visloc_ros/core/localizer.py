@@ -1,7 +1,9 @@
 """The ``Localizer``: one loaded map plus its backends, answering ``localize(image) -> Fix``.
 
 image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> pose consensus
--> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. The node, the CLI and
+-> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with a fitted
+appearance weight (``visloc tune``) the candidates are every place (maps up to ``DENSE_MAX`` places, else the
+index's), ranked by the CNN's similarity fused with the appearance thumbnails' (:mod:`.appearance`). The node, the CLI and
 the benchmarks all call this object, so what they measure is what the robot runs.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .appearance import fuse, thumbnail
 from .config import LocalizerConfig
 from .descriptor import CnnDescriptor, default_cnn_path, sha256_file
 from .encoder import Encoder
@@ -23,6 +26,17 @@ from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
 
 LOCALIZED, UNCERTAIN = "LOCALIZED", "UNCERTAIN"
+DENSE_MAX = 20_000  # maps up to this many places are compared in full with each frame where that is needed
+
+
+@dataclass
+class Embedding:
+    """What a frame is matched with: the encoder's latent and, on maps with thumbnails, its appearance thumbnail."""
+
+    latent: np.ndarray
+    thumb: np.ndarray | None = None
+    condition: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,7 +91,16 @@ class Localizer:
         pm = meta.get("pose_model", {})
         spacing = float(pm.get("spacing", 1.0))
         radius = c.consensus_radius_m or float(pm.get("radius", 10.0 * spacing))
-        self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(pm.get("alpha", 1.0)),
+        single = meta.get("single") or {}  # the single-image fit of `visloc tune`
+        w = c.appearance_weight if c.appearance_weight >= 0 else float(single.get("appearance_weight", 0.0))
+        if w > 0 and self.map.appearance is None:
+            raise MapError(f"map {self.map.path} has no appearance thumbnails (written before them): rebuild it "
+                           f"with `visloc build-map`, or set appearance_weight 0")
+        self.appearance_weight = w
+        self._latents = np.asarray(self.map.latents, np.float32) if len(self.map) <= DENSE_MAX else None
+        self._thumbs = None  # the map's thumbnails as float32, loaded on first use (maps up to DENSE_MAX places)
+        alpha = float(single["alpha"]) if "alpha" in single and c.appearance_weight < 0 else float(pm.get("alpha", 1.0))
+        self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=alpha,
                                     temperature=float(pm.get("temperature", PoseModel.temperature)),
                                     refine_spacings=float(pm.get("refine_spacings", 0.0)))
         self.datum = self.map.datum
@@ -99,8 +122,9 @@ class Localizer:
             raise ImageError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
         return prepare(rgb, self.config.low_light, self._size, self._low_light)
 
-    def embed(self, image: np.ndarray | str | Path) -> tuple[np.ndarray, str, dict[str, float]]:
-        """Image (HxWx3 uint8 RGB, or a path) -> latent, illumination condition, stage timings (ms)."""
+    def embed(self, image: np.ndarray | str | Path) -> Embedding:
+        """Image (HxWx3 uint8 RGB, or a path) -> latent, thumbnail (maps that have them), illumination
+        condition and stage timings (ms)."""
         t = {}
         t0 = time.perf_counter()
         rgb = load_image(image) if isinstance(image, (str, Path)) else image
@@ -114,27 +138,55 @@ class Localizer:
         t0 = time.perf_counter()
         z = self.encoder(d)
         t["encoder"] = (time.perf_counter() - t0) * 1e3
-        return z, cond, t
+        thumb = None
+        if self.map.appearance is not None:
+            t0 = time.perf_counter()
+            thumb = thumbnail(rgb)
+            t["appearance"] = (time.perf_counter() - t0) * 1e3
+        return Embedding(z, thumb, cond, t)
 
     def localize(self, image: np.ndarray | str | Path, stamp: float | None = None) -> Fix:
         """Localize one image (HxWx3 uint8 RGB, or a path)."""
-        z, cond, t = self.embed(image)
-        fix = self.localize_latent(z, timings=t)
-        fix.condition, fix.stamp = cond, stamp
+        e = self.embed(image)
+        fix = self.localize_embedding(e)
+        fix.stamp = stamp
         return fix
 
-    def localize_latent(self, z: np.ndarray, timings: dict | None = None, n_candidates: int | None = None) -> Fix:
-        """Index lookup + pose from a latent.
+    def similarities(self, latents: np.ndarray, thumbs: np.ndarray | None, ids: np.ndarray | None = None,
+                     weight: float | None = None) -> np.ndarray:
+        """Each frame's similarity to the places ``ids`` (every place when None): the latents' cosines, fused
+        with the thumbnails' at ``weight`` (the localizer's appearance weight when None). ``latents`` (L,) or
+        (K, L), ``thumbs`` likewise or None; the result has the shape (..., len(ids))."""
+        w = self.appearance_weight if weight is None else weight
+        lat = self._latents if self._latents is not None else np.asarray(self.map.latents, np.float32)
+        s = (lat if ids is None else lat[ids]) @ np.asarray(latents, np.float32).T
+        if w <= 0 or thumbs is None:
+            return s.T
+        if self._thumbs is None and len(self.map) <= DENSE_MAX:
+            self._thumbs = np.asarray(self.map.appearance, np.float32)
+        app = self._thumbs if self._thumbs is not None else self.map.appearance
+        a = np.asarray(app if ids is None else app[ids], np.float32) @ np.asarray(thumbs, np.float32).T
+        return fuse(s.T, a.T, w)
+
+    def localize_embedding(self, e: Embedding, n_candidates: int | None = None) -> Fix:
+        """Index lookup (or, with an appearance weight, every place by fused similarity) + pose.
 
         The pose uses the ``top_k`` best places; ``n_candidates`` (>= top_k) places are returned in the
         fix for a temporal filter.
         """
         c = self.config
-        t = timings if timings is not None else {}
+        t = e.timings_ms
         t0 = time.perf_counter()
         n = max(n_candidates or c.top_k, c.top_k)
-        hits = self.index.query(z, n, c.n_probe, c.min_candidates)
-        ids, sims = hits.ids, hits.scores
+        if self.appearance_weight > 0 and e.thumb is not None:
+            ids = np.arange(len(self.map)) if self._latents is not None else \
+                self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids
+            fused = self.similarities(e.latent, e.thumb, ids)
+            order = np.argsort(-fused)[:n]
+            ids, sims = ids[order], fused[order]
+        else:
+            hits = self.index.query(e.latent, n, c.n_probe, c.min_candidates)
+            ids, sims = hits.ids, hits.scores
         t["index"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         pl = self.map.places
@@ -144,7 +196,7 @@ class Localizer:
         score = float(np.clip(sims[0], 0.0, 1.0))
         ok = score >= c.min_score
         fix = Fix(ok, LOCALIZED if ok else UNCERTAIN, est.xyz, est.yaw, est.cov2, est.cov6, score, est.support,
-                  best, int(self.index.cells[best]), ids, sims, timings_ms=t,
+                  best, int(self.index.cells[best]), ids, sims, condition=e.condition, timings_ms=t,
                   message="" if ok else f"best match score {score:.3f} is below min_score {c.min_score:.3f}")
         self.set_geodetic(fix)
         t["pose"] = (time.perf_counter() - t0) * 1e3

@@ -1,5 +1,6 @@
 """The map folder: ``map.yaml``, ``places.sqlite``, ``descriptors.npy``, ``latents.npy``,
-``som_codebook.npy``, ``encoder.onnx``.
+``som_codebook.npy``, ``encoder.onnx`` and ``appearance.npy`` (the places' thumbnails; optional, maps written
+before it have none).
 
 Written atomically: everything goes into a hidden temp folder beside the target, ``map.yaml`` last,
 then one rename. A folder without ``map.yaml`` is an interrupted write and is refused on load, as is a
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .appearance import DIM as APPEARANCE_DIM
 from .errors import MapError
 from .geo import Datum
 
@@ -25,6 +27,7 @@ MAP_YAML = "map.yaml"
 PLACES_DB = "places.sqlite"
 DESCRIPTORS = "descriptors.npy"
 LATENTS = "latents.npy"
+APPEARANCE = "appearance.npy"  # optional: places' thumbnails (maps written before it have none)
 CODEBOOK = "som_codebook.npy"
 
 _SCHEMA = """
@@ -134,6 +137,7 @@ class MapData:
     descriptors: np.ndarray   # (N, D) float16 raw CNN descriptors (memory-mapped when loaded)
     latents: np.ndarray       # (N, L) float32 L2-normalised (memory-mapped when loaded)
     codebook: np.ndarray      # (rows, cols, L) float32
+    appearance: np.ndarray | None = None  # (N, appearance.DIM) float16 thumbnails (memory-mapped), None in older maps
 
     @property
     def datum(self) -> Datum | None:
@@ -157,13 +161,16 @@ def _write_yaml(path: Path, meta: dict) -> None:
 
 
 def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
-              codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False) -> Path:
+              codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False,
+              appearance: np.ndarray | None = None) -> Path:
     """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in."""
     out = Path(out).absolute()
     n = len(places)
     if not (len(descriptors) == len(latents) == n == len(places.cells)):
         raise MapError(f"refusing to write an inconsistent map: {n} places, {len(descriptors)} descriptors, "
                        f"{len(latents)} latents")
+    if appearance is not None and len(appearance) != n:
+        raise MapError(f"refusing to write an inconsistent map: {n} places, {len(appearance)} thumbnails")
     if out.exists() and not overwrite:
         raise MapError(f"{out} already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +182,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         np.save(tmp / DESCRIPTORS, np.ascontiguousarray(descriptors, dtype=np.float16))
         np.save(tmp / LATENTS, np.ascontiguousarray(latents, dtype=np.float32))
         np.save(tmp / CODEBOOK, np.ascontiguousarray(codebook, dtype=np.float32))
+        if appearance is not None:
+            np.save(tmp / APPEARANCE, np.ascontiguousarray(appearance, dtype=np.float16))
         shutil.copyfile(encoder_file, tmp / "encoder.onnx")
         _write_places(tmp / PLACES_DB, places)
         meta = dict(meta)
@@ -239,6 +248,7 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         desc = np.load(p / DESCRIPTORS, mmap_mode="r" if mmap else None)
         lat = np.load(p / LATENTS, mmap_mode="r" if mmap else None)
         cb = np.load(p / CODEBOOK)
+        app = np.load(p / APPEARANCE, mmap_mode="r" if mmap else None) if (p / APPEARANCE).is_file() else None
     except (ValueError, OSError) as e:
         raise MapError(f"map {p} has an unreadable array file: {e}") from None
     places = _read_places(p / PLACES_DB)
@@ -246,6 +256,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
     if not (len(places) == len(desc) == len(lat) == n):
         raise MapError(f"map {p} is inconsistent: map.yaml says {n} places, places.sqlite has {len(places)}, "
                        f"descriptors {len(desc)}, latents {len(lat)}; rebuild it")
+    if app is not None and app.shape != (n, APPEARANCE_DIM):
+        raise MapError(f"map {p} has {APPEARANCE} of shape {app.shape}, expected ({n}, {APPEARANCE_DIM}); rebuild it")
     if n == 0:
         raise MapError(f"map {p} has no places")
-    return MapData(p, meta, places, desc, lat, cb)
+    return MapData(p, meta, places, desc, lat, cb, app)

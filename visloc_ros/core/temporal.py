@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .localizer import Fix, Localizer
+from .appearance import zscore
+from .localizer import DENSE_MAX, Embedding, Fix, Localizer
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class FilterParams:
     beta: float = 1.0             # log-likelihood per unit of evidence (z-score) without odometry
     beta_odom: float = 3.0        # ... with odometry (sharp, but bounded by odom_floor)
     odom_floor: float = 1.0       # with odometry: one frame favours a particle at most (1 + 1/floor) x
-    dense_max: int = 20_000       # maps up to this many places are scored in full every frame
+    dense_max: int = DENSE_MAX    # maps up to this many places are scored in full every frame
     candidates: int = 1000        # places scored through the index on larger maps
     reset_fraction: float = 0.03  # particles re-drawn around the candidates each frame
     reset_fraction_lost: float = 0.1  # ... while the main mode holds less than half the weight
@@ -169,21 +170,22 @@ class SequenceFilter:
         xy = localizer.map.places.xyz[:, :2]
         self.lookup = PlaceLookup(xy, self.spacing, params.far_spacings * self.spacing,
                                   (params.far_spacings + 1) * self.spacing)
-        self._latents = np.asarray(localizer.map.latents, np.float32) if len(xy) <= params.dense_max else None
-        self._hubness = self._map_hubness() if params.hub_prior and self._latents is not None else None
+        self._dense = len(xy) <= params.dense_max
+        self._hubness = self._map_hubness() if params.hub_prior and self._dense else None
         self.reset()
 
     def _map_hubness(self, rows: int = 2000, chunk: int = 250) -> np.ndarray:
         """Each place's mean evidence (z-scored similarity) over up to ``rows`` of the map's own images: how much
         it resembles everything. Starting the running means there keeps hubs from winning the first frames,
         before the stream itself has shown which places answer every frame."""
-        lat = self._latents
-        n = len(lat)
-        pick = np.random.default_rng(0).choice(n, min(n, rows), replace=False)
+        m = self.loc.map
+        n = len(m)
+        pick = np.sort(np.random.default_rng(0).choice(n, min(n, rows), replace=False))
         total = np.zeros(n, np.float64)
         for k in range(0, len(pick), chunk):
-            s = lat[pick[k:k + chunk]] @ lat.T
-            total += ((s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-6)).sum(0)
+            rows_k = pick[k:k + chunk]
+            thumbs = None if m.appearance is None else m.appearance[rows_k]
+            total += zscore(self.loc.similarities(m.latents[rows_k], thumbs)).sum(0)
         return (total / len(pick)).astype(np.float32)
 
     def reset(self) -> None:
@@ -198,19 +200,19 @@ class SequenceFilter:
         self.odo_sum = np.zeros(2)
         self.hist.clear()
 
-    def _evidence(self, z: np.ndarray, fix: Fix, rate: float) -> np.ndarray:
-        """Per-place evidence of this frame: the similarity to every place (the index's scored places on maps
-        above ``dense_max``, the rest at their minimum) as a z-score over the places (what one frame says,
+    def _evidence(self, e: Embedding, fix: Fix, rate: float) -> np.ndarray:
+        """Per-place evidence of this frame: the similarity to every place (CNN, fused with the appearance
+        thumbnails at the map's weight; the index's scored places on maps above ``dense_max``, the rest at their
+        minimum) as a z-score over the places (what one frame says,
         whatever the image's overall contrast), minus each place's own running mean of it (hub suppression:
         places that answer every frame, and the stretch the robot sees all the time, count less)."""
-        p = self.p
         n = len(self.loc.map)
-        if n <= p.dense_max:
-            s = self._latents @ z
+        if self._dense:
+            s = self.loc.similarities(e.latent, e.thumb)
         else:
             s = np.full(n, float(fix.candidate_scores.min()), np.float32)
             s[fix.candidate_ids] = fix.candidate_scores
-        zs = (s - s.mean()) / max(float(s.std()), 1e-6)
+        zs = zscore(s)
         if self.bg is None:
             self.bg = np.zeros(n, np.float32) if self._hubness is None else self._hubness.copy()
         e = zs - self.bg
@@ -270,19 +272,18 @@ class SequenceFilter:
         """One frame: localize, predict particles, weight them by the frame's evidence, resample, estimate.
 
         ``odom_pose`` is the odometry pose ``(x, y, yaw)`` in its odom frame; ``odom_delta`` a map-frame step."""
-        z, cond, timings = self.loc.embed(image)
-        return self.update_latent(z, timings, odom_pose, stamp, odom_delta, cond)
+        return self.update_embedding(self.loc.embed(image), odom_pose, stamp, odom_delta)
 
-    def update_latent(self, z: np.ndarray, timings: dict | None = None, odom_pose=None, stamp: float | None = None,
-                      odom_delta: np.ndarray | None = None, condition: str = "") -> Fix:
-        """The filter step on a frame's latent (see :meth:`update`)."""
+    def update_embedding(self, emb: Embedding, odom_pose=None, stamp: float | None = None,
+                         odom_delta: np.ndarray | None = None) -> Fix:
+        """The filter step on a frame's embedding (see :meth:`update`)."""
         loc, p, s = self.loc, self.p, self.spacing
-        fix = loc.localize_latent(z, timings=timings, n_candidates=None if self._latents is not None else p.candidates)
-        fix.condition, fix.stamp = condition, stamp
+        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else p.candidates)
+        fix.stamp = stamp
         if odom_pose is not None:
             odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
-        e = self._evidence(z, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom)
+        e = self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom)
         beta = p.beta_odom if odom_delta is not None else p.beta
         top = np.argpartition(-e, p.hypotheses - 1)[:p.hypotheses] if len(e) > p.hypotheses else np.arange(len(e))
         cxy = loc.map.places.xyz[top, :2]

@@ -1,4 +1,11 @@
-"""Fit the sequence filter to a map on a labelled run: its evidence strength and its covariance scale.
+"""Fit a map to a labelled run: the appearance weight and covariance of single images, the sequence filter's
+evidence strength and covariance scale.
+
+``tune_single`` replays the run's frames one by one for each appearance weight of a grid (how much the
+thumbnails count against the CNN, :mod:`.appearance`), keeps the one that puts most frames within ``radius``
+(ties: lower median error, then the smaller weight) and refits the single-image covariance factor ``alpha``
+on those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer on the
+map reads. The sequence filter is then tuned with that weight:
 
 How much one frame should move the belief depends on how alike the map's places look and how far the
 run's conditions are from the map's (a summer map seen in winter says little per frame; a clean corridor
@@ -17,32 +24,75 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import DatasetError
-from .localizer import Localizer
+from .localizer import Embedding, Localizer
 from .pose import CHI2_2D_95, fit_alpha, mahalanobis2
 from .temporal import FilterParams, SequenceFilter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
+APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs CNN; 0 = CNN only
 
 
-def replay(loc: Localizer, latents: np.ndarray, params: FilterParams, odom: np.ndarray | None = None
+def _single(loc: Localizer, frames: list[Embedding], weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance weight."""
+    keep_w, keep_model = loc.appearance_weight, loc.pose_model
+    loc.appearance_weight, loc.pose_model = weight, replace(keep_model, alpha=1.0)
+    try:
+        fixes = [loc.localize_embedding(replace(e, timings_ms={})) for e in frames]
+    finally:
+        loc.appearance_weight, loc.pose_model = keep_w, keep_model
+    return np.array([f.xyz[:2] for f in fixes]), np.array([f.cov2 for f in fixes])
+
+
+def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
+                weights=APPEARANCE_WEIGHTS) -> dict:
+    """The appearance weight and single-image covariance factor for this map; the record ``visloc tune``
+    stores under ``single``. Maps without thumbnails get weight 0 and only the covariance refit."""
+    if len(frames) < 10:
+        raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
+    if loc.map.appearance is None or any(e.thumb is None for e in frames):
+        weights = (0.0,)
+    runs = {w: _single(loc, frames, w) for w in weights}
+    err = {w: np.linalg.norm(est - truth_xy, axis=1) for w, (est, _) in runs.items()}
+    recall = {w: float(np.mean(e <= radius)) for w, e in err.items()}
+    best = max(weights, key=lambda w: (round(recall[w], 4), -float(np.median(err[w])), -w))
+    d = runs[best][0] - truth_xy
+    cov = runs[best][1]
+    alpha = float(fit_alpha(d, cov))
+    before = float(loc.pose_model.alpha)
+    m2 = mahalanobis2(d, cov)
+    return {
+        "appearance_weight": best,
+        "alpha": round(alpha, 6),
+        "radius": radius,
+        "frames": len(frames),
+        "within_radius": round(recall[best], 4),
+        "median_error": round(float(np.median(err[best])), 4),
+        "coverage_95_before": round(float(np.mean(m2 <= CHI2_2D_95 * before ** 2)), 4),
+        "coverage_95": round(float(np.mean(m2 <= CHI2_2D_95 * alpha ** 2)), 4),
+        "within_radius_by_weight": {f"{w:g}": round(v, 4) for w, v in recall.items()},
+        "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def replay(loc: Localizer, frames: list[Embedding], params: FilterParams, odom: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
-    """The filter over a stream of latents (and odometry poses (N, 3) x, y, yaw, or None): estimates (N, 2)
+    """The filter over a stream of frames (and odometry poses (N, 3) x, y, yaw, or None): estimates (N, 2)
     and covariances (N, 2, 2)."""
     f = SequenceFilter(loc, params)
-    est, cov = np.zeros((len(latents), 2)), np.zeros((len(latents), 2, 2))
-    for i, z in enumerate(latents):
-        fix = f.update_latent(np.asarray(z, np.float32), {}, odom_pose=None if odom is None else odom[i])
+    est, cov = np.zeros((len(frames), 2)), np.zeros((len(frames), 2, 2))
+    for i, e in enumerate(frames):
+        fix = f.update_embedding(replace(e, timings_ms={}), odom_pose=None if odom is None else odom[i])
         est[i], cov[i] = fix.xyz[:2], fix.cov2
     return est, cov
 
 
-def tune_sequence(loc: Localizer, latents: np.ndarray, truth_xy: np.ndarray, radius: float,
+def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
                   odom: np.ndarray | None = None, seeds: int = 2, factors=EVIDENCE_FACTORS, progress=None) -> dict:
     """The evidence strength and covariance scale for this map in this mode (with odometry when ``odom`` is
     given); returns the record ``visloc tune`` stores under ``sequence.with_odometry`` / ``without_odometry``."""
-    if len(latents) < 10:
-        raise DatasetError(f"tuning needs a labelled stream of at least 10 frames (got {len(latents)})")
+    if len(frames) < 10:
+        raise DatasetError(f"tuning needs a labelled stream of at least 10 frames (got {len(frames)})")
     key = "beta_odom" if odom is not None else "beta"
     base = FilterParams()  # the defaults (covariance scale 1), not the map's stored fit
     bar = progress(total=len(factors) * seeds, desc="tuning the sequence filter") if progress else None
@@ -52,7 +102,7 @@ def tune_sequence(loc: Localizer, latents: np.ndarray, truth_xy: np.ndarray, rad
             b = getattr(base, key) * fct
             runs[b] = []
             for s in range(seeds):
-                est, cov = replay(loc, latents, replace(base, **{key: b, "seed": s}), odom)
+                est, cov = replay(loc, frames, replace(base, **{key: b, "seed": s}), odom)
                 runs[b].append((est - truth_xy, cov))
                 if bar:
                     bar.update(1)
@@ -70,7 +120,7 @@ def tune_sequence(loc: Localizer, latents: np.ndarray, truth_xy: np.ndarray, rad
         "evidence": round(best, 4),
         "cov_scale": round(scale, 4),
         "radius": radius,
-        "frames": int(len(latents)),
+        "frames": len(frames),
         "seeds": seeds,
         "within_radius": round(recall[best], 4),
         "median_error": round(median[best], 4),
