@@ -119,8 +119,11 @@ def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
     assert "without_odometry: evidence" in r.stdout and (m / "map.yaml").read_text() == before
     r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1")
     assert r.returncode == 0, r.stderr
-    fit = yaml.safe_load((m / "map.yaml").read_text())["sequence"]["without_odometry"]
+    meta = yaml.safe_load((m / "map.yaml").read_text())
+    fit = meta["sequence"]["without_odometry"]
     assert fit["frames"] == 30 and fit["radius"] == 4.0 and fit["cov_scale"] > 0 and fit["tuned_on"] == stream
+    assert "single images: appearance weight" in r.stdout
+    assert meta["single"]["frames"] == 30 and meta["single"]["alpha"] > 0 and "appearance_weight" in meta["single"]
     r = run_visloc("localize", "--sequence", "--map", str(m), "--images-csv", str(synth_xy[1]),
                    "--out", str(tmp_path / "p.csv"))
     assert r.returncode == 0, r.stderr

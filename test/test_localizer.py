@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -6,7 +8,7 @@ from visloc_ros.core.dataset import read_csv
 from visloc_ros.core.errors import DatasetError, MapError
 from visloc_ros.core.geo import geodetic_to_enu
 from visloc_ros.core.localizer import Localizer
-from visloc_ros.core.map_db import load_map
+from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.synthetic import make_dataset
 
 
@@ -85,6 +87,8 @@ def test_add_places_grows_the_map(tmp_path):
     m2 = add_places(m.path, read_csv(b[0].parent / "shifted.csv"), "second")
     assert len(m2) == 40 and m2.meta["sessions"] == ["map", "second"]
     assert m2.meta["encoder"]["sha256"] == m.meta["encoder"]["sha256"]  # nothing retrained
+    assert m2.appearance.shape == (40, m.appearance.shape[1])  # thumbnails of the new places appended
+    np.testing.assert_array_equal(m2.appearance[:20], m.appearance)
     f = Localizer(m2).localize(read_csv(b[1]).path(0))
     assert f.xyz[0] > 50  # found in the added area
     with pytest.raises(MapError, match="already has a session"):
@@ -93,3 +97,33 @@ def test_add_places_grows_the_map(tmp_path):
         "visloc_ros.core.geo", fromlist=["Datum"]).Datum(31.0, 34.0))
     with pytest.raises(DatasetError, match="not georeferenced"):
         add_places(m.path, read_csv(g[0]), "geo")
+
+
+def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_xy, tmp_path):
+    from dataclasses import replace as dc_replace
+
+    from visloc_ros.core.appearance import fuse
+    from visloc_ros.core.config import LocalizerConfig
+
+    q = read_csv(synth_xy[1]).path(0)
+    plain = Localizer(xy_map)
+    assert plain.appearance_weight == 0.0  # untuned maps use the CNN alone
+    e = plain.embed(q)
+    assert e.thumb is not None and e.latent.shape == (plain.map.latents.shape[1],)
+    fused = Localizer(xy_map, LocalizerConfig(map_path=str(xy_map), appearance_weight=1.0))
+    f = fused.localize_embedding(dc_replace(e, timings_ms={}))
+    want = fuse(np.asarray(plain.map.latents) @ e.latent,
+                np.asarray(plain.map.appearance, np.float32) @ e.thumb, 1.0)
+    np.testing.assert_array_equal(f.candidate_ids, np.argsort(-want)[:len(f.candidate_ids)])
+    np.testing.assert_allclose(f.candidate_scores, np.sort(want)[::-1][:len(f.candidate_ids)], rtol=1e-5)
+    # the map's fitted weight and covariance factor (section single, written by `visloc tune`) are used
+    m = tmp_path / "map"
+    shutil.copytree(xy_map, m)
+    update_meta(m, "single", {"appearance_weight": 0.5, "alpha": 2.0})
+    tuned = Localizer(m)
+    assert tuned.appearance_weight == 0.5 and tuned.pose_model.alpha == 2.0
+    # a map written before thumbnails existed cannot be asked for them
+    (m / "appearance.npy").unlink()
+    assert load_map(m).appearance is None and Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0)).embed(q).thumb is None
+    with pytest.raises(MapError, match="no appearance thumbnails"):
+        Localizer(m)

@@ -74,3 +74,19 @@ def test_version_missing_files_and_inconsistency(tmp_path, parts):
     (out / "latents.npy").unlink()
     with pytest.raises(MapError, match="missing latents.npy"):
         load_map(out)
+
+
+def test_appearance_thumbnails_are_optional_and_checked(tmp_path, parts):
+    from visloc_ros.core.appearance import DIM
+
+    assert load_map(write_map(tmp_path / "old", **parts)).appearance is None  # maps written before them
+    thumbs = np.random.default_rng(0).normal(size=(5, DIM))
+    out = write_map(tmp_path / "m", appearance=thumbs, **parts)
+    m = load_map(out)
+    assert m.appearance.dtype == np.float16 and m.appearance.shape == (5, DIM)
+    np.testing.assert_allclose(m.appearance, thumbs, atol=1e-2)
+    with pytest.raises(MapError, match="inconsistent map: 5 places, 4 thumbnails"):
+        write_map(tmp_path / "bad", appearance=thumbs[:4], **parts)
+    np.save(out / "appearance.npy", thumbs[:, :10].astype(np.float16))  # a thumbnail size this code does not use
+    with pytest.raises(MapError, match="appearance.npy of shape"):
+        load_map(out)

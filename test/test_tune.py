@@ -2,11 +2,12 @@ import shutil
 
 import numpy as np
 
+from visloc_ros.core.config import LocalizerConfig
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
-from visloc_ros.core.tune import EVIDENCE_FACTORS, replay, tune_sequence
+from visloc_ros.core.tune import APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, replay, tune_sequence, tune_single
 
 
 def _stream(xy_map, order, seed=0):
@@ -53,3 +54,25 @@ def test_weakest_tunable_evidence_still_recovers_a_kidnapped_robot(xy_map):
     errs = np.linalg.norm(est - truth, axis=1) / loc.pose_model.spacing
     assert np.median(errs[3:12]) < 1.0
     assert np.all(errs[12 + 9:] < 2.5)
+
+
+def test_tune_single_picks_an_appearance_weight_and_refits_the_covariance(xy_map, tmp_path):
+    m = tmp_path / "map"
+    shutil.copytree(xy_map, m)
+    loc, frames, truth = _stream(m, list(range(30)))
+    spacing = loc.pose_model.spacing
+    fit = tune_single(loc, frames, truth, radius=2 * spacing)
+    assert fit["appearance_weight"] in APPEARANCE_WEIGHTS
+    assert set(fit["within_radius_by_weight"]) == {f"{w:g}" for w in APPEARANCE_WEIGHTS}
+    assert fit["within_radius"] == max(fit["within_radius_by_weight"].values())
+    assert fit["alpha"] > 0 and 0.9 <= fit["coverage_95"] <= 1.0 and fit["frames"] == 30
+    assert loc.appearance_weight == 0.0  # the localizer it was given is left as it was
+    update_meta(m, "single", fit)
+    tuned = Localizer(m)
+    assert tuned.appearance_weight == fit["appearance_weight"] and tuned.pose_model.alpha == fit["alpha"]
+    # a map without thumbnails: only the CNN, only the covariance is refitted
+    (m / "appearance.npy").unlink()
+    bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
+    frames0 = [bare.embed(view(draw_scene(100003 + i), np.random.default_rng(i), night=False)) for i in range(10)]
+    fit0 = tune_single(bare, frames0, truth[:10], radius=2 * spacing)
+    assert fit0["appearance_weight"] == 0.0 and list(fit0["within_radius_by_weight"]) == ["0"]

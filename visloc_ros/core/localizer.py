@@ -179,11 +179,14 @@ class Localizer:
         t0 = time.perf_counter()
         n = max(n_candidates or c.top_k, c.top_k)
         if self.appearance_weight > 0 and e.thumb is not None:
-            ids = np.arange(len(self.map)) if self._latents is not None else \
-                self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids
-            fused = self.similarities(e.latent, e.thumb, ids)
-            order = np.argsort(-fused)[:n]
-            ids, sims = ids[order], fused[order]
+            if self._latents is not None:  # every place (no row copies: ids None)
+                ids, fused = None, self.similarities(e.latent, e.thumb)
+            else:
+                ids = self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids
+                fused = self.similarities(e.latent, e.thumb, ids)
+            order = np.argpartition(-fused, n - 1)[:n] if len(fused) > n else np.arange(len(fused))
+            order = order[np.argsort(-fused[order])]
+            ids, sims = (order if ids is None else ids[order]), fused[order]
         else:
             hits = self.index.query(e.latent, n, c.n_probe, c.min_candidates)
             ids, sims = hits.ids, hits.scores

@@ -174,12 +174,14 @@ class SequenceFilter:
         self._hubness = self._map_hubness() if params.hub_prior and self._dense else None
         self.reset()
 
-    def _map_hubness(self, rows: int = 2000, chunk: int = 250) -> np.ndarray:
-        """Each place's mean evidence (z-scored similarity) over up to ``rows`` of the map's own images: how much
-        it resembles everything. Starting the running means there keeps hubs from winning the first frames,
-        before the stream itself has shown which places answer every frame."""
+    def _map_hubness(self, pairs: int = 4_000_000, chunk: int = 250) -> np.ndarray:
+        """Each place's mean evidence (z-scored similarity) over a sample of the map's own images (2,000, fewer
+        on large maps: about ``pairs`` similarities in all, at least 200 images): how much it resembles
+        everything. Starting the running means there keeps hubs from winning the first frames, before the
+        stream itself has shown which places answer every frame."""
         m = self.loc.map
         n = len(m)
+        rows = max(200, min(2000, pairs // n))
         pick = np.sort(np.random.default_rng(0).choice(n, min(n, rows), replace=False))
         total = np.zeros(n, np.float64)
         for k in range(0, len(pick), chunk):
