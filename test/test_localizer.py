@@ -87,6 +87,7 @@ def test_add_places_grows_the_map(tmp_path):
     m2 = add_places(m.path, read_csv(b[0].parent / "shifted.csv"), "second")
     assert len(m2) == 40 and m2.meta["sessions"] == ["map", "second"]
     assert m2.meta["encoder"]["sha256"] == m.meta["encoder"]["sha256"]  # nothing retrained
+    assert m.meta["appearance"] == {"file": "appearance.npy", "thumbnail": [64, 32], "patch": 8}
     assert m2.appearance.shape == (40, m.appearance.shape[1])  # thumbnails of the new places appended
     np.testing.assert_array_equal(m2.appearance[:20], m.appearance)
     f = Localizer(m2).localize(read_csv(b[1]).path(0))

@@ -2,8 +2,9 @@
 
 Stages: CNN descriptors of every image and of degraded (night/weather-like) copies of it, and each image's
 appearance thumbnail (unreadable images skipped with a warning) -> per-map encoder (autoencoder + metric
-learning on the map's geometry) -> latents -> SOM index -> pose model (place spacing, consensus radius) -> covariance calibration on held-out map images
-(each left out of the map, once as is and once degraded to look like night) -> atomic write of the map folder.
+learning on the map's geometry) -> latents -> SOM index -> pose model (place spacing, consensus radius) ->
+covariance calibration on held-out map images (each left out of the map, once as is and once degraded to look
+like night) -> atomic write of the map folder.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from .appearance import thumbnail
+from .appearance import PATCH, THUMB_LONG, THUMB_SHORT, thumbnail
 from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
@@ -24,7 +25,7 @@ from .descriptor import CNN_FILE, CnnDescriptor, default_cnn_path, sha256_file
 from .encoder import Encoder, EncoderTraining, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
-from .map_db import MapData, Places, load_map, write_map
+from .map_db import APPEARANCE, MapData, Places, load_map, write_map
 from .pose import PoseModel, estimate, fit_alpha, raw_covariance, weights
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
@@ -214,6 +215,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
                     "image_long_side": size[0], "image_short_side": size[1]},
             "encoder": dict(enc_meta, sha256=sha256_file(enc_path)),
             "som": {"rows": shape[0], "cols": shape[1]},
+            "appearance": {"file": APPEARANCE, "thumbnail": [THUMB_LONG, THUMB_SHORT], "patch": PATCH},
             "pose_model": {"spacing": spacing, "radius": model.radius, "alpha": model.alpha, "temperature": model.temperature,
                            "refine_spacings": model.refine_spacings},
             "calibration": calib,
