@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--odometry-csv", metavar="CSV",
                    help="with --sequence: wheel odometry per image (columns image, x, y, yaw in the odom frame; "
                         "e.g. a recorded run's odometry.csv) to drive the filter")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --sequence: the particle filter's random seed (default 0); figures move by several "
+                        "points from one seed to the next on hard streams, so report more than one")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -62,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.odometry_csv and not args.sequence:
         raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
-        from ..core.temporal import SequenceFilter
-        seq = SequenceFilter(loc)
+        from ..core.temporal import FilterParams, SequenceFilter
+        seq = SequenceFilter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed))
         if args.odometry_csv:
             odo = read_odometry(args.odometry_csv)
             if not any(name in odo for name in images):
