@@ -38,8 +38,15 @@ def test_build_localize_eval(tmp_path, synth_geo):
     # chance (a random place of 30 on a 60 m loop) is about 17 % within 5 m
     assert rep["overall"]["within_5"] >= 0.6 and set(rep["by_condition"]) <= {"day", "night"}
     assert (tmp_path / "ev" / "trajectory.png").stat().st_size > 10_000
-    r = run_visloc("localize", "--sequence", "--map", str(m), "--images-csv", str(q_csv), "--out", str(pred))
-    assert r.returncode == 0, r.stderr
+    # a seeded stream is reproducible: same seed, same positions and covariances (latency aside)
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"seq{k}.csv"
+        r = run_visloc("localize", "--sequence", "--seed", "1", "--map", str(m), "--images-csv", str(q_csv),
+                       "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        runs.append([ln.rsplit(",", 1)[0] for ln in out.read_text().splitlines()])
+    assert runs[0] == runs[1] and len(runs[0]) == 16
     r = run_visloc("map", "info", str(m))
     assert r.returncode == 0 and yaml.safe_load(r.stdout)["n_places"] == 30
 
