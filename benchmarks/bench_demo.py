@@ -21,12 +21,13 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("demo_dir")
+    ap.add_argument("--seed", type=int, default=0, help="the sequence filter's random seed (default 0)")
     ap.add_argument("--json")
     a = ap.parse_args()
     from visloc_ros.core.config import LocalizerConfig
     from visloc_ros.core.localizer import Localizer
     from visloc_ros.core.pose import yaw_from_quat
-    from visloc_ros.core.temporal import SequenceFilter
+    from visloc_ros.core.temporal import FilterParams, SequenceFilter
     from visloc_ros.tools.bag import GT_TOPIC, IMAGE_TOPIC, ODOM_TOPIC, image_stream, nearest, pose_track
     from visloc_ros.tools.replay import score
 
@@ -36,7 +37,7 @@ def main() -> None:
     gt_t, gt_p, _ = pose_track(bag, GT_TOPIC)
     od_t, od_p, od_q = pose_track(bag, ODOM_TOPIC)
     od = np.column_stack([od_p[:, :2], yaw_from_quat(od_q)])
-    seq = SequenceFilter(loc)
+    seq = SequenceFilter(loc, FilterParams.for_map(loc.map.meta, seed=a.seed))
     places = loc.map.places.xyz[:, :2]
     stages, top1, est, cov, truth = defaultdict(list), [], [], [], []
     for t, rgb in image_stream(bag, IMAGE_TOPIC):
