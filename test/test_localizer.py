@@ -125,6 +125,7 @@ def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_x
     assert tuned.appearance_weight == 0.5 and tuned.pose_model.alpha == 2.0
     # a map written before thumbnails existed cannot be asked for them
     (m / "appearance.npy").unlink()
-    assert load_map(m).appearance is None and Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0)).embed(q).thumb is None
+    assert load_map(m).appearance is None
+    assert Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0)).embed(q).thumb is None
     with pytest.raises(MapError, match="no appearance thumbnails"):
         Localizer(m)

@@ -3,8 +3,8 @@
 image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> pose consensus
 -> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with a fitted
 appearance weight (``visloc tune``) the candidates are every place (maps up to ``DENSE_MAX`` places, else the
-index's), ranked by the CNN's similarity fused with the appearance thumbnails' (:mod:`.appearance`). The node, the CLI and
-the benchmarks all call this object, so what they measure is what the robot runs.
+index's), ranked by the CNN's similarity fused with the appearance thumbnails' (:mod:`.appearance`). The node,
+the CLI and the benchmarks all call this object, so what they measure is what the robot runs.
 """
 from __future__ import annotations
 
