@@ -7,7 +7,8 @@ from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
-from visloc_ros.core.tune import APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, replay, tune_sequence, tune_single
+from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, TEMPERATURES, replay, tune_sequence,
+                                  tune_single)
 
 
 def _stream(xy_map, order, seed=0):
@@ -65,11 +66,17 @@ def test_tune_single_picks_an_appearance_weight_and_refits_the_covariance(xy_map
     assert fit["appearance_weight"] in APPEARANCE_WEIGHTS
     assert set(fit["within_radius_by_weight"]) == {f"{w:g}" for w in APPEARANCE_WEIGHTS}
     assert fit["within_radius"] == max(fit["within_radius_by_weight"].values())
+    assert fit["temperature"] in TEMPERATURES and set(fit["within_radius_by_temperature"]) == {f"{t:g}" for t in TEMPERATURES}
+    assert fit["within_radius"] == fit["within_radius_by_temperature"][f"{fit['temperature']:g}"]
     assert fit["alpha"] > 0 and 0.9 <= fit["coverage_95"] <= 1.0 and fit["frames"] == 30
     assert loc.appearance_weight == 0.0  # the localizer it was given is left as it was
     update_meta(m, "single", fit)
     tuned = Localizer(m)
     assert tuned.appearance_weight == fit["appearance_weight"] and tuned.pose_model.alpha == fit["alpha"]
+    assert tuned.pose_model.temperature == fit["temperature"]
+    # asking for another weight falls back to the build's calibration (the fit belongs to the fitted weight)
+    other = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
+    assert other.pose_model.alpha == loc.pose_model.alpha and other.pose_model.temperature == loc.pose_model.temperature
     # a map without thumbnails: only the CNN, only the covariance is refitted
     (m / "appearance.npy").unlink()
     bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))

@@ -14,8 +14,9 @@ log = logging.getLogger("visloc")
 def add_parser(sub) -> None:
     p = sub.add_parser("tune", help="fit the appearance weight, covariance and sequence filter on a labelled run",
                        description="Localizes a labelled run (a dataset CSV in recorded order, with true positions) "
-                                   "image by image for a grid of appearance weights (thumbnails vs CNN), keeps the "
-                                   "one with most images within --radius and refits the single-image covariance "
+                                   "image by image for a grid of appearance weights (thumbnails vs CNN) and vote "
+                                   "temperatures, keeps the pair with most images within --radius and refits the "
+                                   "single-image covariance "
                                    "(map.yaml section 'single'); then replays the run through the sequence filter "
                                    "with that weight for a grid of evidence strengths, keeps the best and fits its "
                                    "covariance scale for 95%% ellipse coverage (section 'sequence'). "
@@ -69,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     truth = np.array(truth)
     single = tune_single(loc, frames, truth, args.radius)
     single["tuned_on"] = args.images_csv
-    print(f"single images: appearance weight {single['appearance_weight']:g} (within {args.radius:g}: "
-          f"{100 * single['within_radius']:.1f} %, by weight {single['within_radius_by_weight']}), covariance "
+    print(f"single images: appearance weight {single['appearance_weight']:g}, vote temperature "
+          f"{single['temperature']:g} (within {args.radius:g}: {100 * single['within_radius']:.1f} %, by weight "
+          f"{single['within_radius_by_weight']}, by temperature {single['within_radius_by_temperature']}), covariance "
           f"factor {single['alpha']:g} (95 %-ellipse coverage {100 * single['coverage_95_before']:.1f} % -> "
           f"{100 * single['coverage_95']:.1f} %)")
     loc.appearance_weight = single["appearance_weight"]  # the sequence filter is tuned with the chosen weight

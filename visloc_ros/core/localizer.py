@@ -99,9 +99,11 @@ class Localizer:
         self.appearance_weight = w
         self._latents = np.asarray(self.map.latents, np.float32) if len(self.map) <= DENSE_MAX else None
         self._thumbs = None  # the map's thumbnails as float32, loaded on first use (maps up to DENSE_MAX places)
-        alpha = float(single["alpha"]) if "alpha" in single and c.appearance_weight < 0 else float(pm.get("alpha", 1.0))
-        self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=alpha,
-                                    temperature=float(pm.get("temperature", PoseModel.temperature)),
+        # the fitted covariance factor and vote temperature belong to the fitted weight: used only with it
+        fit = single if c.appearance_weight < 0 else {}
+        temperature = float(fit.get("temperature", pm.get("temperature", PoseModel.temperature)))
+        self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(fit.get("alpha", pm.get("alpha", 1.0))),
+                                    temperature=temperature,
                                     refine_spacings=float(pm.get("refine_spacings", 0.0)))
         self.datum = self.map.datum
         q = self.map.places.quat

@@ -2,9 +2,10 @@
 evidence strength and covariance scale.
 
 ``tune_single`` replays the run's frames one by one for each appearance weight of a grid (how much the
-thumbnails count against the CNN, :mod:`.appearance`), keeps the one that puts most frames within ``radius``
-(ties: lower median error, then the smaller weight) and refits the single-image covariance factor ``alpha``
-on those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer on the
+thumbnails count against the CNN, :mod:`.appearance`) and each temperature of the consensus vote (how much
+the best place outweighs its runners-up), keeps the pair that puts most frames within ``radius`` (ties:
+lower median error, then the smaller weight) and refits the single-image covariance factor ``alpha`` on
+those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer on the
 map reads. The sequence filter is then tuned with that weight:
 
 How much one frame should move the belief depends on how alike the map's places look and how far the
@@ -31,12 +32,15 @@ from .temporal import FilterParams, SequenceFilter
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
 APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs CNN; 0 = CNN only
+TEMPERATURES = (0.01, 0.02, 0.05, 0.1)  # of the single-image consensus vote: low = the best place decides
 
 
-def _single(loc: Localizer, frames: list[Embedding], weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance weight."""
+def _single(loc: Localizer, frames: list[Embedding], weight: float, temperature: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance weight and
+    consensus temperature."""
     keep_w, keep_model = loc.appearance_weight, loc.pose_model
-    loc.appearance_weight, loc.pose_model = weight, replace(keep_model, alpha=1.0)
+    loc.appearance_weight, loc.pose_model = weight, replace(keep_model, alpha=1.0, temperature=temperature)
     try:
         fixes = [loc.localize_embedding(replace(e, timings_ms={})) for e in frames]
     finally:
@@ -45,24 +49,29 @@ def _single(loc: Localizer, frames: list[Embedding], weight: float) -> tuple[np.
 
 
 def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
-                weights=APPEARANCE_WEIGHTS) -> dict:
-    """The appearance weight and single-image covariance factor for this map; the record ``visloc tune``
-    stores under ``single``. Maps without thumbnails get weight 0 and only the covariance refit."""
+                weights=APPEARANCE_WEIGHTS, temperatures=TEMPERATURES) -> dict:
+    """The appearance weight, consensus temperature and single-image covariance factor for this map; the
+    record ``visloc tune`` stores under ``single``. Maps without thumbnails get weight 0."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
         weights = (0.0,)
-    runs = {w: _single(loc, frames, w) for w in weights}
-    err = {w: np.linalg.norm(est - truth_xy, axis=1) for w, (est, _) in runs.items()}
-    recall = {w: float(np.mean(e <= radius)) for w, e in err.items()}
-    best = max(weights, key=lambda w: (round(recall[w], 4), -float(np.median(err[w])), -w))
+    default_t = loc.pose_model.temperature
+    runs = {(w, t): _single(loc, frames, w, t) for w in weights for t in temperatures}
+    err = {k: np.linalg.norm(est - truth_xy, axis=1) for k, (est, _) in runs.items()}
+    recall = {k: float(np.mean(e <= radius)) for k, e in err.items()}
+    # most frames within the radius; ties: lower median error, the smaller weight, the temperature nearest the
+    # map's own (its build-time default)
+    best = max(runs, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -k[0],
+                                    -abs(np.log(k[1] / default_t))))
     d = runs[best][0] - truth_xy
     cov = runs[best][1]
     alpha = float(fit_alpha(d, cov))
     before = float(loc.pose_model.alpha)
     m2 = mahalanobis2(d, cov)
     return {
-        "appearance_weight": best,
+        "appearance_weight": best[0],
+        "temperature": best[1],
         "alpha": round(alpha, 6),
         "radius": radius,
         "frames": len(frames),
@@ -70,7 +79,8 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         "median_error": round(float(np.median(err[best])), 4),
         "coverage_95_before": round(float(np.mean(m2 <= CHI2_2D_95 * before ** 2)), 4),
         "coverage_95": round(float(np.mean(m2 <= CHI2_2D_95 * alpha ** 2)), 4),
-        "within_radius_by_weight": {f"{w:g}": round(v, 4) for w, v in recall.items()},
+        "within_radius_by_weight": {f"{w:g}": round(max(recall[(w, t)] for t in temperatures), 4) for w in weights},
+        "within_radius_by_temperature": {f"{t:g}": round(recall[(best[0], t)], 4) for t in temperatures},
         "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
