@@ -65,7 +65,10 @@ def test_tune_single_picks_an_appearance_weight_and_refits_the_covariance(xy_map
     fit = tune_single(loc, frames, truth, radius=2 * spacing)
     assert fit["appearance_weight"] in APPEARANCE_WEIGHTS
     assert set(fit["within_radius_by_weight"]) == {f"{w:g}" for w in APPEARANCE_WEIGHTS}
-    assert fit["within_radius"] == max(fit["within_radius_by_weight"].values())
+    best = max(fit["within_radius_by_weight"].values())
+    own = (fit["appearance_weight"], fit["temperature"]) == (0.0, loc.pose_model.temperature)
+    # the best setting, or the map's own when the best is at most 2 frames better
+    assert fit["within_radius"] == best or (own and best - fit["within_radius"] <= 2 / 30 + 1e-4)
     assert fit["temperature"] in TEMPERATURES and set(fit["within_radius_by_temperature"]) == {f"{t:g}" for t in TEMPERATURES}
     assert fit["within_radius"] == fit["within_radius_by_temperature"][f"{fit['temperature']:g}"]
     assert fit["alpha"] > 0 and 0.9 <= fit["coverage_95"] <= 1.0 and fit["frames"] == 30

@@ -4,7 +4,8 @@ evidence strength and covariance scale.
 ``tune_single`` replays the run's frames one by one for each appearance weight of a grid (how much the
 thumbnails count against the CNN, :mod:`.appearance`) and each temperature of the consensus vote (how much
 the best place outweighs its runners-up), keeps the pair that puts most frames within ``radius`` (ties:
-lower median error, then the smaller weight) and refits the single-image covariance factor ``alpha`` on
+lower median error, then the smaller weight; the map's own settings unless beaten by more than 2 frames and 1 %)
+and refits the single-image covariance factor ``alpha`` on
 those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer on the
 map reads. The sequence filter is then tuned with that weight:
 
@@ -32,7 +33,7 @@ from .temporal import FilterParams, SequenceFilter
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
 APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs CNN; 0 = CNN only
-TEMPERATURES = (0.01, 0.02, 0.05, 0.1)  # of the single-image consensus vote: low = the best place decides
+TEMPERATURES = (0.01, 0.02, 0.05, 0.1)  # of the single-image vote (plus the map's own); low: the best place decides
 
 
 def _single(loc: Localizer, frames: list[Embedding], weight: float, temperature: float
@@ -57,13 +58,18 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
         weights = (0.0,)
     default_t = loc.pose_model.temperature
+    temperatures = tuple(sorted(set(temperatures) | {default_t}))
     runs = {(w, t): _single(loc, frames, w, t) for w in weights for t in temperatures}
     err = {k: np.linalg.norm(est - truth_xy, axis=1) for k, (est, _) in runs.items()}
     recall = {k: float(np.mean(e <= radius)) for k, e in err.items()}
     # most frames within the radius; ties: lower median error, the smaller weight, the temperature nearest the
-    # map's own (its build-time default)
+    # map's own (its build-time default). The map's own settings (CNN alone, its temperature) are kept unless
+    # the best beats them by more than 2 frames and 1 % of the frames: a few frames are noise, not a fit.
     best = max(runs, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -k[0],
                                     -abs(np.log(k[1] / default_t))))
+    own = (0.0, default_t)
+    if recall[best] - recall[own] <= max(2.0 / len(frames), 0.01) + 1e-9:
+        best = own
     d = runs[best][0] - truth_xy
     cov = runs[best][1]
     alpha = float(fit_alpha(d, cov))
