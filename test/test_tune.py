@@ -1,14 +1,15 @@
 import shutil
 
 import numpy as np
+import pytest
 
 from visloc_ros.core.config import LocalizerConfig
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
-from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, TEMPERATURES, replay, tune_sequence,
-                                  tune_single)
+from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, TEMPERATURES, coverage_target, replay,
+                                  tune_sequence, tune_single)
 
 
 def _stream(xy_map, order, seed=0):
@@ -86,3 +87,11 @@ def test_tune_single_picks_an_appearance_weight_and_refits_the_covariance(xy_map
     frames0 = [bare.embed(view(draw_scene(100003 + i), np.random.default_rng(i), night=False)) for i in range(10)]
     fit0 = tune_single(bare, frames0, truth[:10], radius=2 * spacing)
     assert fit0["appearance_weight"] == 0.0 and list(fit0["within_radius_by_weight"]) == ["0"]
+
+
+def test_short_runs_fit_a_wider_covariance():
+    """95 % plus one binomial standard error: a 55-frame run cannot vouch for a tight 95 % fit."""
+    assert coverage_target(55) == pytest.approx(0.979, abs=1e-3)
+    assert coverage_target(900) == pytest.approx(0.957, abs=1e-3)
+    assert coverage_target(5) == 0.99
+    assert coverage_target(20) > coverage_target(200) > coverage_target(20000) > 0.95
