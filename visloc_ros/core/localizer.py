@@ -97,7 +97,7 @@ class Localizer:
             raise MapError(f"map {self.map.path} has no appearance thumbnails (written before them): rebuild it "
                            f"with `visloc build-map`, or set appearance_weight 0")
         self.appearance_weight = w
-        self._latents = np.asarray(self.map.latents, np.float32) if len(self.map) <= DENSE_MAX else None
+        self._dense = len(self.map) <= DENSE_MAX  # every place compared with a frame (fused ranking)
         self._thumbs = None  # the map's thumbnails as float32, loaded on first use (maps up to DENSE_MAX places)
         # the fitted covariance factor and vote temperature belong to the fitted weight: used only with it
         fit = single if c.appearance_weight < 0 else {}
@@ -160,11 +160,11 @@ class Localizer:
         with the thumbnails' at ``weight`` (the localizer's appearance weight when None). ``latents`` (L,) or
         (K, L), ``thumbs`` likewise or None; the result has the shape (..., len(ids))."""
         w = self.appearance_weight if weight is None else weight
-        lat = self._latents if self._latents is not None else np.asarray(self.map.latents, np.float32)
+        lat = np.asarray(self.map.latents, np.float32)  # float32 on disk: a view of the memory map, no copy
         s = (lat if ids is None else lat[ids]) @ np.asarray(latents, np.float32).T
         if w <= 0 or thumbs is None:
             return s.T
-        if self._thumbs is None and len(self.map) <= DENSE_MAX:
+        if self._thumbs is None and self._dense:
             self._thumbs = np.asarray(self.map.appearance, np.float32)
         app = self._thumbs if self._thumbs is not None else self.map.appearance
         a = np.asarray(app if ids is None else app[ids], np.float32) @ np.asarray(thumbs, np.float32).T
@@ -181,7 +181,7 @@ class Localizer:
         t0 = time.perf_counter()
         n = max(n_candidates or c.top_k, c.top_k)
         if self.appearance_weight > 0 and e.thumb is not None:
-            if self._latents is not None:  # every place (no row copies: ids None)
+            if self._dense:  # every place (no row copies: ids None)
                 ids, fused = None, self.similarities(e.latent, e.thumb)
             else:
                 ids = self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids

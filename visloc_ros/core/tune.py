@@ -2,21 +2,22 @@
 evidence strength and covariance scale.
 
 ``tune_single`` replays the run's frames one by one for each appearance weight of a grid (how much the
-thumbnails count against the CNN, :mod:`.appearance`) and each temperature of the consensus vote (how much
-the best place outweighs its runners-up), keeps the pair that puts most frames within ``radius`` (ties:
-lower median error, then the smaller weight; the map's own settings unless beaten by more than 2 frames and 1 %)
-and refits the single-image covariance factor ``alpha`` on
-those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer on the
-map reads. The sequence filter is then tuned with that weight:
+thumbnails count against the CNN, :mod:`.appearance`) and each temperature of the consensus vote (how much the
+best place outweighs its runners-up), keeps the pair that puts most frames within ``radius`` (ties: lower
+median error, then the smaller weight; the map's own settings unless beaten by more than 2 frames and 1 %) and
+refits the single-image covariance factor ``alpha`` on those frames; ``visloc tune`` stores it in ``map.yaml``
+section ``single``, which every localizer on the map reads. The sequence filter is then tuned with that
+weight:
 
-How much one frame should move the belief depends on how alike the map's places look and how far the
-run's conditions are from the map's (a summer map seen in winter says little per frame; a clean corridor
-says much). ``tune_sequence`` replays a labelled camera stream (the frames' latents, their true positions
-and optionally odometry) through :class:`~visloc_ros.core.temporal.SequenceFilter` for each evidence strength
-of a grid (several seeds each), keeps the one that puts most frames within ``radius`` of the truth (ties:
-lower median error), then scales the reported covariance so that 95 % of those frames (plus one binomial
-standard error on short runs: ``coverage_target``) fall inside their 95 % ellipse. ``visloc tune`` stores the result in the map (``map.yaml``, section ``sequence``), where every
-filter built on the map (CLI, node, bag eval) reads it. Report figures on frames the tuning did not see.
+How much one frame should move the belief depends on how alike the map's places look and how far the run's
+conditions are from the map's (a summer map seen in winter says little per frame; a clean corridor says much).
+``tune_sequence`` replays a labelled camera stream (the frames' latents, their true positions and optionally
+odometry) through :class:`~visloc_ros.core.temporal.SequenceFilter` for each evidence strength of a grid
+(several seeds each), keeps the one that puts most frames within ``radius`` of the truth (ties: lower median
+error), then scales the reported covariance so that 95 % of those frames (plus one binomial standard error on
+short runs: ``coverage_target``) fall inside their 95 % ellipse. ``visloc tune`` stores the result in the map
+(``map.yaml``, section ``sequence``), where every filter built on the map (CLI, node, bag eval) reads it.
+Report figures on frames the tuning did not see.
 """
 from __future__ import annotations
 
