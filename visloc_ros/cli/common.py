@@ -22,7 +22,10 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--low-light", choices=["off", "on", "auto"], help="low-light enhancement of queries")
     p.add_argument("--appearance-weight", type=float, metavar="W",
                    help="weight of the appearance thumbnails against the CNN (default: the map's fit from "
-                        "`visloc tune`, 0 until tuned; 0 = CNN only)")
+                        "`visloc tune`, 0 until tuned; 0 = off)")
+    p.add_argument("--regional-weight", type=float, metavar="W",
+                   help="weight of the regional CNN descriptor against the global one (default: the map's fit "
+                        "from `visloc tune`, 0 until tuned; 0 = off)")
 
 
 def config_from(args: argparse.Namespace, **extra):
@@ -30,7 +33,8 @@ def config_from(args: argparse.Namespace, **extra):
 
     cfg = load_config(args.config, backend=args.backend, threads=args.threads,
                       low_light=getattr(args, "low_light", None),
-                      appearance_weight=getattr(args, "appearance_weight", None), **extra)
+                      appearance_weight=getattr(args, "appearance_weight", None),
+                      regional_weight=getattr(args, "regional_weight", None), **extra)
     logging.getLogger("visloc").debug("config: %s", cfg)
     return cfg
 

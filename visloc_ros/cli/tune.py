@@ -1,4 +1,4 @@
-"""``visloc tune``: fit a map's appearance weight, covariance and sequence filter on a labelled run; store the fit."""
+"""``visloc tune``: fit a map's fusion weights, covariance and sequence filter on a labelled run; store the fit."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +12,13 @@ log = logging.getLogger("visloc")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("tune", help="fit the appearance weight, covariance and sequence filter on a labelled run",
+    p = sub.add_parser("tune", help="fit the fusion weights, covariance and sequence filter on a labelled run",
                        description="Localizes a labelled run (a dataset CSV in recorded order, with true positions) "
-                                   "image by image for a grid of appearance weights (thumbnails vs CNN) and vote "
-                                   "temperatures, keeps the pair with most images within --radius and refits the "
-                                   "single-image covariance "
+                                   "image by image for a grid of appearance weights (thumbnails), regional weights "
+                                   "(the CNN's regional descriptor) and vote temperatures, keeps the setting with "
+                                   "most images within --radius and refits the single-image covariance "
                                    "(map.yaml section 'single'); then replays the run through the sequence filter "
-                                   "with that weight for a grid of evidence strengths, keeps the best and fits its "
+                                   "with those weights for a grid of evidence strengths, keeps the best and fits its "
                                    "covariance scale for 95%% ellipse coverage (section 'sequence'). "
                                    "`visloc localize`, `visloc bag eval` and the node read both. "
                                    "Evaluate on other frames than the ones tuned on.")
@@ -68,14 +68,17 @@ def run(args: argparse.Namespace) -> int:
     if bar:
         bar.close()
     truth = np.array(truth)
-    single = tune_single(loc, frames, truth, args.radius)
+    single = tune_single(loc, frames, truth, args.radius, progress=factory)
     single["tuned_on"] = args.images_csv
-    print(f"single images: appearance weight {single['appearance_weight']:g}, vote temperature "
-          f"{single['temperature']:g} (within {args.radius:g}: {100 * single['within_radius']:.1f} %, by weight "
-          f"{single['within_radius_by_weight']}, by temperature {single['within_radius_by_temperature']}), covariance "
+    print(f"single images: appearance weight {single['appearance_weight']:g}, regional weight "
+          f"{single['regional_weight']:g}, vote temperature {single['temperature']:g} (within {args.radius:g}: "
+          f"{100 * single['within_radius']:.1f} %, by appearance weight {single['within_radius_by_weight']}, by "
+          f"regional weight {single['within_radius_by_regional_weight']}, by temperature "
+          f"{single['within_radius_by_temperature']}), covariance "
           f"factor {single['alpha']:g} (95 %-ellipse coverage {100 * single['coverage_95_before']:.1f} % -> "
           f"{100 * single['coverage_95']:.1f} %)")
-    loc.appearance_weight = single["appearance_weight"]  # the sequence filter is tuned with the chosen weight
+    # the sequence filter is tuned with the chosen weights
+    loc.appearance_weight, loc.regional_weight = single["appearance_weight"], single["regional_weight"]
     fit = tune_sequence(loc, frames, truth, args.radius,
                         odom=np.array(odom) if odo is not None else None, seeds=args.seeds, progress=factory)
     fit["tuned_on"] = args.images_csv

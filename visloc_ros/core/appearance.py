@@ -6,10 +6,11 @@ layout of light and dark within each patch: the horizon, the rails, a doorway, w
 season or exposure that moves a CNN descriptor trained on daylight photographs. The similarity of two
 thumbnails is their cosine.
 
-Neither signal wins everywhere (summer map, winter queries: the thumbnails find the place four times as
-often as the CNN; a campus at night: they find it a fifth as often), so the two are fused by a per-map weight
-(``fuse``), 0 (CNN only) until ``visloc tune`` fits it on a labelled run. Maps store the thumbnails of their
-places (``appearance.npy``, float16); maps written before that have none and use the CNN alone.
+Neither signal wins everywhere (summer map, winter queries: the thumbnails find the place three times as
+often as the CNN's global descriptor; a campus at night: they find it a fifth as often), so the signals (this
+one, and the CNN's regional descriptor, :mod:`.descriptor`) are fused with the global one by per-map weights
+(``fuse``), 0 (global descriptor only) until ``visloc tune`` fits them on a labelled run. Maps store the
+thumbnails of their places (``appearance.npy``, float16); maps written before that have none.
 """
 from __future__ import annotations
 
@@ -42,12 +43,14 @@ def zscore(s: np.ndarray) -> np.ndarray:
     return (s - s.mean(-1, keepdims=True)) / np.maximum(s.std(-1, keepdims=True), 1e-6)
 
 
-def fuse(latent_sims: np.ndarray, appearance_sims: np.ndarray | None, weight: float) -> np.ndarray:
-    """CNN similarities fused with thumbnail similarities over the same places: the z-scores added with
-    ``weight`` on the thumbnails, scaled back to the CNN's cosine units (same mean and spread as
-    ``latent_sims``) so that the pose model's temperature and the ``min_score`` gate keep their meaning."""
-    if appearance_sims is None or weight <= 0 or latent_sims.shape[-1] < 2:
+def fuse(latent_sims: np.ndarray, others: list[tuple[np.ndarray | None, float]]) -> np.ndarray:
+    """The encoder's similarities fused with other similarities over the same places (``others``: pairs of
+    similarities (or None) and weight: the thumbnails', the regional CNN descriptors'): the z-scores added at
+    their weights, scaled back to the latents' cosine units (same mean and spread as ``latent_sims``) so that the
+    pose model's temperature and the ``min_score`` gate keep their meaning."""
+    terms = [(s, w) for s, w in others if s is not None and w > 0]
+    if not terms or latent_sims.shape[-1] < 2:
         return latent_sims
-    z = zscore(latent_sims) + weight * zscore(appearance_sims)
+    z = zscore(latent_sims) + sum(w * zscore(s) for s, w in terms)
     z /= np.maximum(z.std(-1, keepdims=True), 1e-6)
     return latent_sims.mean(-1, keepdims=True) + latent_sims.std(-1, keepdims=True) * z

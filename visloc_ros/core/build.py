@@ -1,7 +1,7 @@
 """Build a map from a dataset, and add places to an existing map without retraining anything.
 
-Stages: CNN descriptors of every image and of degraded (night/weather-like) copies of it, and each image's
-appearance thumbnail (unreadable images skipped with a warning) -> per-map encoder (autoencoder + metric
+Stages: CNN descriptors (global and regional) of every image and of degraded (night/weather-like) copies of it,
+and each image's appearance thumbnail (unreadable images skipped with a warning) -> per-map encoder (autoencoder + metric
 learning on the map's geometry) -> latents -> SOM index -> pose model (place spacing, consensus radius) ->
 covariance calibration on held-out map images (each left out of the map, once as is and once degraded to look
 like night) -> atomic write of the map folder.
@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -21,11 +21,12 @@ from .appearance import PATCH, THUMB_LONG, THUMB_SHORT, thumbnail
 from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
-from .descriptor import CNN_FILE, CnnDescriptor, default_cnn_path, sha256_file
+from .descriptor import (CNN_FILE, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, default_cnn_path,
+                         sha256_file)
 from .encoder import Encoder, EncoderTraining, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
-from .map_db import APPEARANCE, MapData, Places, load_map, write_map
+from .map_db import APPEARANCE, REGIONAL, MapData, Places, load_map, write_map
 from .pose import PoseModel, estimate, fit_alpha, raw_covariance, weights
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
@@ -48,15 +49,24 @@ def _bar(progress: Progress | None, total: int, desc: str):
     return progress(total=total, desc=desc) if progress else _NoBar()
 
 
+class Described(NamedTuple):
+    """What ``describe_images`` found in a dataset's readable images."""
+
+    desc: np.ndarray               # (N, D) global CNN descriptors
+    kept: np.ndarray               # (N,) row indices of the images that could be read
+    skipped: list[str]             # one message per unreadable image
+    degraded: np.ndarray | None    # (N, K, D) descriptors of K degraded copies of each, or None
+    thumbs: np.ndarray             # (N, appearance.DIM) appearance thumbnails
+    regional: np.ndarray | None    # (N, REGIONAL_DIM) regional CNN descriptors, None from an older CNN export
+
+
 def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], progress: Progress | None = None,
-                    low_light: str = "auto", degraded_per_image: int = 0, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, np.ndarray]:
-    """CNN descriptors of a dataset's images, prepared as queries are (low light, size); with
-    ``degraded_per_image`` also of that many degraded copies of each. Returns (descriptors (N, D), kept row
-    indices, skipped messages, degraded descriptors (N, K, D) or None, appearance thumbnails (N, DIM))."""
+                    low_light: str = "auto", degraded_per_image: int = 0, seed: int = 0) -> Described:
+    """CNN descriptors of a dataset's images, prepared as queries are (low light, size), their thumbnails; with
+    ``degraded_per_image`` also the descriptors of that many degraded copies of each."""
     rng = np.random.default_rng(seed)
     enhancer = LowLight()
-    out, deg, thumbs, kept, skipped = [], [], [], [], []
+    out, reg, deg, thumbs, kept, skipped = [], [], [], [], [], []
     bar = _bar(progress, len(ds), "describing images" + (f" (+{degraded_per_image} degraded each)"
                                                          if degraded_per_image else ""))
     try:
@@ -68,7 +78,9 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
                 log.warning("skipped: %s", e)
                 bar.update(1)
                 continue
-            out.append(cnn(prepare(rgb, low_light, size, enhancer)[0]))
+            g, r = cnn.describe(prepare(rgb, low_light, size, enhancer)[0])
+            out.append(g)
+            reg.append(r)
             thumbs.append(thumbnail(rgb))
             if degraded_per_image:
                 deg.append([cnn(prepare(degrade(rgb, rng), low_light, size, enhancer)[0])
@@ -79,8 +91,10 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
         bar.close()
     if not kept:
         raise DatasetError(f"none of the {len(ds)} images could be read (first error: {skipped[0]})")
-    return (np.array(out, dtype=np.float32), np.array(kept), skipped,
-            np.array(deg, dtype=np.float32) if degraded_per_image else None, np.array(thumbs, dtype=np.float32))
+    return Described(np.array(out, dtype=np.float32), np.array(kept), skipped,
+                     np.array(deg, dtype=np.float32) if degraded_per_image else None,
+                     np.array(thumbs, dtype=np.float32),
+                     None if reg[0] is None else np.array(reg, dtype=np.float32))
 
 
 def place_spacing(xyz: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
@@ -182,9 +196,9 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
     cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
     size = (config.image_long_side, config.image_short_side)
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
-    desc, kept, skipped, degraded, thumbs = describe_images(ds, cnn, size, progress, config.low_light,
-                                                    training.degraded_per_image if training.metric_weight > 0 else 0,
-                                                    seed=seed)
+    d = describe_images(ds, cnn, size, progress, config.low_light,
+                        training.degraded_per_image if training.metric_weight > 0 else 0, seed=seed)
+    desc, kept, skipped, degraded = d.desc, d.kept, d.skipped, d.degraded
     places = _places_from(ds, kept, session)
     spacing = place_spacing(places.xyz)
     with tempfile.TemporaryDirectory(prefix="visloc-build-") as tmp:
@@ -216,13 +230,16 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "encoder": dict(enc_meta, sha256=sha256_file(enc_path)),
             "som": {"rows": shape[0], "cols": shape[1]},
             "appearance": {"file": APPEARANCE, "thumbnail": [THUMB_LONG, THUMB_SHORT], "patch": PATCH},
+            "regional": None if d.regional is None else {
+                "file": REGIONAL, "block": REGIONAL_BLOCK, "grid": REGIONAL_GRID, "dim": REGIONAL_DIM},
             "pose_model": {"spacing": spacing, "radius": model.radius, "alpha": model.alpha, "temperature": model.temperature,
                            "refine_spacings": model.refine_spacings},
             "calibration": calib,
             "skipped_images": len(skipped),
             "image_root": str(ds.root.resolve()),
         }
-        write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite, appearance=thumbs)
+        write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite, appearance=d.thumbs,
+                  regional=d.regional)
         encoder.close()
     cnn.close()
     return load_map(out)
@@ -245,7 +262,8 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
     encoder = Encoder(m.encoder_path, config.backend, config.threads, int(m.meta["cnn"]["dim"]))
-    desc, kept, skipped, _, thumbs = describe_images(ds, cnn, size, progress, config.low_light)
+    d = describe_images(ds, cnn, size, progress, config.low_light)
+    desc, kept, skipped = d.desc, d.kept, d.skipped
     new = _places_from(ds, kept, session)
     latents = np.concatenate([np.asarray(m.latents), encoder.batch(desc)])
     index = SomIndex(m.codebook, np.asarray(m.latents), m.places.cells)
@@ -260,8 +278,11 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
         enc_copy.write_bytes(m.encoder_path.read_bytes())
         encoder.close()
         cnn.close()
-        # thumbnails only when the map has them for its old places too (older maps stay CNN-only)
-        app = None if m.appearance is None else np.concatenate([np.asarray(m.appearance), thumbs.astype(np.float16)])
+        # thumbnails and regional descriptors only when the map has them for its old places too (older maps
+        # stay without)
+        app = None if m.appearance is None else np.concatenate([np.asarray(m.appearance), d.thumbs.astype(np.float16)])
+        reg = None if m.regional is None or d.regional is None else np.concatenate(
+            [np.asarray(m.regional), d.regional.astype(np.float16)])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
-                  latents, m.codebook, enc_copy, overwrite=True, appearance=app)
+                  latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg)
     return load_map(m.path)

@@ -37,7 +37,9 @@ class LocalizerConfig:
     consensus_radius_m: float = _f(0.0, "Candidates further than this from the consensus are dropped; 0 = from map spacing.")
     min_score: float = _f(0.0, "Withhold a fix whose score (0..1) is below this.")
     appearance_weight: float = _f(-1.0, "Weight of the appearance thumbnails against the CNN when matching places; "
-                                        "negative = the map's fitted weight (visloc tune; 0 until tuned), 0 = CNN only.")
+                                        "negative = the map's fitted weight (visloc tune; 0 until tuned), 0 = off.")
+    regional_weight: float = _f(-1.0, "Weight of the regional CNN descriptor (4x4 grid over a mid-level block) "
+                                      "against the global one; negative = the map's fitted weight, 0 = off.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,8 +1,21 @@
-"""Global image descriptor: EfficientNet-Lite0 (ImageNet weights), GeM-pooled, exported to ONNX.
+"""Image descriptors: EfficientNet-Lite0 (ImageNet weights), GeM-pooled, exported to ONNX.
 
 The exported graph takes ``image``: uint8 RGB, NHWC, any height/width, and returns ``descriptor``:
-(N, 1280) float32, L2-normalised. Normalisation ((x - 127) / 128, as the Lite models were trained),
-GeM pooling and L2 normalisation all live inside the graph, so every backend computes the same thing.
+(N, 1280 + 1792) float32, two L2-normalised parts side by side:
+
+- the **global** descriptor (``CNN_DIM`` = 1280): GeM over the whole 1x1 head conv output. What the map's
+  encoder compresses and the SOM index files.
+- the **regional** descriptor (``REGIONAL_DIM`` = 112 x 4 x 4): GeM in each cell of a 4x4 grid over the output
+  of MBConv block 10 (112 channels, stride 16). Mid-level features keep where things are in the frame (rails,
+  horizon, doorways) and are less tied to what ImageNet's classes look like in daylight; on the Nordland
+  winter frames they find the summer place six times as often as the global descriptor (46.6 vs 7.5 %, best
+  place, centred on the map's mean). Fused with the global one at a per-map weight fitted by ``visloc tune``
+  (:mod:`.appearance`).
+
+One output (not two) keeps every backend's one-in, one-out interface. Normalisation ((x - 127) / 128, as the
+Lite models were trained), the pooling and the L2 normalisation all live inside the graph, so every backend
+computes the same thing. Grid cells split the feature map's rows and columns into 4 disjoint bands each
+(``(i * 4) // h``), which exports with dynamic height and width.
 """
 from __future__ import annotations
 
@@ -17,6 +30,8 @@ from .errors import BackendError
 
 CNN_FILE = "efficientnet_lite0_gem.onnx"
 CNN_DIM = 1280
+REGIONAL_BLOCK, REGIONAL_CHANNELS, REGIONAL_GRID = 10, 112, 4
+REGIONAL_DIM = REGIONAL_CHANNELS * REGIONAL_GRID * REGIONAL_GRID
 GEM_P = 3.0
 
 
@@ -51,7 +66,8 @@ def default_cnn_path() -> Path:
 
 
 class CnnDescriptor:
-    """Image (HxWx3 uint8 RGB, already resized) -> L2-normalised global descriptor."""
+    """Image (HxWx3 uint8 RGB, already resized) -> L2-normalised global descriptor (``__call__``, ``batch``), or
+    global and regional descriptors (``describe``, ``describe_batch``)."""
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int = 2,
                  size: tuple[int, int] = (320, 240), _backend: Backend | None = None):
@@ -65,8 +81,23 @@ class CnnDescriptor:
         return self.batch(rgb[None])[0]
 
     def batch(self, rgb: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 -> (N, D) float32."""
-        return self.backend.run(np.ascontiguousarray(rgb, dtype=np.uint8))
+        """(N, H, W, 3) uint8 -> global descriptors (N, CNN_DIM) float32."""
+        return self.describe_batch(rgb)[0]
+
+    def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One image -> (global (CNN_DIM,), regional (REGIONAL_DIM,) or None from a model exported without it)."""
+        g, r = self.describe_batch(rgb[None])
+        return g[0], None if r is None else r[0]
+
+    def describe_batch(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, H, W, 3) uint8 -> (global (N, CNN_DIM), regional (N, REGIONAL_DIM) or None) float32."""
+        out = self.backend.run(np.ascontiguousarray(rgb, dtype=np.uint8))
+        if out.shape[1] == CNN_DIM + REGIONAL_DIM:
+            return out[:, :CNN_DIM], out[:, CNN_DIM:]
+        if out.shape[1] == CNN_DIM:  # exported before the regional part
+            return out, None
+        raise BackendError(f"CNN model {self.model_path} returns {out.shape[1]} values per image, expected "
+                           f"{CNN_DIM + REGIONAL_DIM}; re-export it with `visloc models export`")
 
     def close(self) -> None:
         self.backend.close()
@@ -86,10 +117,27 @@ def export_cnn(out_dir: str | Path, opset: int = 17) -> Path:
             self.net.eval()
 
         def forward(self, image):
+            net = self.net
             x = (image.permute(0, 3, 1, 2).float() - 127.0) / 128.0
-            f = self.net.extract_features(x)  # stem, MBConv blocks, 1x1 head conv: (N, 1280, h, w)
+            x = net._swish(net._bn0(net._conv_stem(x)))  # the steps of net.extract_features, with a tap
+            for i, block in enumerate(net._blocks):
+                x = block(x)
+                if i == REGIONAL_BLOCK:
+                    mid = x
+            f = net._swish(net._bn1(net._conv_head(x)))  # (N, 1280, h, w)
             g = f.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
-            return torch.nn.functional.normalize(g, dim=1)
+            return torch.cat([torch.nn.functional.normalize(g, dim=1), _grid_gem(mid)], dim=1)
+
+    def _bands(n):  # (GRID, n) row-normalised: which of GRID disjoint bands each of n rows falls in
+        band = (torch.arange(n) * REGIONAL_GRID) // n
+        m = (band[None, :] == torch.arange(REGIONAL_GRID)[:, None]).float()
+        return m / m.sum(1, keepdim=True).clamp(min=1.0)
+
+    def _grid_gem(f):
+        f3 = f.clamp(min=1e-6).pow(GEM_P)
+        cells = torch.einsum("ah,nchw,bw->ncab", _bands(f.shape[2]), f3, _bands(f.shape[3]))
+        r = cells.clamp(min=1e-18).pow(1.0 / GEM_P).flatten(1)  # (N, 112 * 4 * 4), channel-major
+        return torch.nn.functional.normalize(r, dim=1)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 
 image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> pose consensus
 -> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with a fitted
-appearance weight (``visloc tune``) the candidates are every place (maps up to ``DENSE_MAX`` places, else the
-index's), ranked by the CNN's similarity fused with the appearance thumbnails' (:mod:`.appearance`). The node,
+appearance or regional weight (``visloc tune``) the candidates are every place (maps up to ``DENSE_MAX`` places,
+else the index's), ranked by the latents' similarity fused with the appearance thumbnails' and the regional
+CNN descriptors' (:mod:`.appearance`; regional descriptors are compared centred on the map's mean). The node,
 the CLI and the benchmarks all call this object, so what they measure is what the robot runs.
 """
 from __future__ import annotations
@@ -31,10 +32,12 @@ DENSE_MAX = 20_000  # maps up to this many places are compared in full with each
 
 @dataclass
 class Embedding:
-    """What a frame is matched with: the encoder's latent and, on maps with thumbnails, its appearance thumbnail."""
+    """What a frame is matched with: the encoder's latent and, on maps that store them, its appearance thumbnail
+    and regional CNN descriptor. (Several frames or map places: each field with a leading axis.)"""
 
     latent: np.ndarray
     thumb: np.ndarray | None = None
+    regional: np.ndarray | None = None
     condition: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -92,15 +95,18 @@ class Localizer:
         spacing = float(pm.get("spacing", 1.0))
         radius = c.consensus_radius_m or float(pm.get("radius", 10.0 * spacing))
         single = meta.get("single") or {}  # the single-image fit of `visloc tune`
-        w = c.appearance_weight if c.appearance_weight >= 0 else float(single.get("appearance_weight", 0.0))
-        if w > 0 and self.map.appearance is None:
-            raise MapError(f"map {self.map.path} has no appearance thumbnails (written before them): rebuild it "
-                           f"with `visloc build-map`, or set appearance_weight 0")
-        self.appearance_weight = w
+        for name, arr, what in (("appearance_weight", self.map.appearance, "appearance thumbnails"),
+                                ("regional_weight", self.map.regional, "regional CNN descriptors")):
+            w = getattr(c, name) if getattr(c, name) >= 0 else float(single.get(name, 0.0))
+            if w > 0 and arr is None:
+                raise MapError(f"map {self.map.path} has no {what} (written before them): rebuild it "
+                               f"with `visloc build-map`, or set {name} 0")
+            setattr(self, name, w)
         self._dense = len(self.map) <= DENSE_MAX  # every place compared with a frame (fused ranking)
-        self._thumbs = None  # the map's thumbnails as float32, loaded on first use (maps up to DENSE_MAX places)
-        # the fitted covariance factor and vote temperature belong to the fitted weight: used only with it
-        fit = single if c.appearance_weight < 0 else {}
+        self._thumbs = self._regional = None  # float32 copies, made on first use (maps up to DENSE_MAX places)
+        self._regional_mean = None
+        # the fitted covariance factor and vote temperature belong to the fitted weights: used only with them
+        fit = single if c.appearance_weight < 0 and c.regional_weight < 0 else {}
         temperature = float(fit.get("temperature", pm.get("temperature", PoseModel.temperature)))
         self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(fit.get("alpha", pm.get("alpha", 1.0))),
                                     temperature=temperature,
@@ -135,7 +141,7 @@ class Localizer:
         x, cond = self.prepare(rgb)
         t["preprocess"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        d = self.cnn(x)
+        d, r = self.cnn.describe(x)
         t["cnn"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         z = self.encoder(d)
@@ -145,7 +151,7 @@ class Localizer:
             t0 = time.perf_counter()
             thumb = thumbnail(rgb)
             t["appearance"] = (time.perf_counter() - t0) * 1e3
-        return Embedding(z, thumb, cond, t)
+        return Embedding(z, thumb, r if self.map.regional is not None else None, cond, t)
 
     def localize(self, image: np.ndarray | str | Path, stamp: float | None = None) -> Fix:
         """Localize one image (HxWx3 uint8 RGB, or a path)."""
@@ -154,21 +160,45 @@ class Localizer:
         fix.stamp = stamp
         return fix
 
-    def similarities(self, latents: np.ndarray, thumbs: np.ndarray | None, ids: np.ndarray | None = None,
-                     weight: float | None = None) -> np.ndarray:
+    @property
+    def fused(self) -> bool:
+        """Whether places are ranked by the fused similarity (an appearance or regional weight above 0)."""
+        return self.appearance_weight > 0 or self.regional_weight > 0
+
+    def similarities(self, e: Embedding, ids: np.ndarray | None = None) -> np.ndarray:
         """Each frame's similarity to the places ``ids`` (every place when None): the latents' cosines, fused
-        with the thumbnails' at ``weight`` (the localizer's appearance weight when None). ``latents`` (L,) or
-        (K, L), ``thumbs`` likewise or None; the result has the shape (..., len(ids))."""
-        w = self.appearance_weight if weight is None else weight
+        with the thumbnails' and the regional descriptors' at the localizer's weights. ``e``'s fields are one
+        frame's or (K, ...) for K frames; the result has the shape (..., len(ids))."""
         lat = np.asarray(self.map.latents, np.float32)  # float32 on disk: a view of the memory map, no copy
-        s = (lat if ids is None else lat[ids]) @ np.asarray(latents, np.float32).T
-        if w <= 0 or thumbs is None:
-            return s.T
-        if self._thumbs is None and self._dense:
-            self._thumbs = np.asarray(self.map.appearance, np.float32)
-        app = self._thumbs if self._thumbs is not None else self.map.appearance
-        a = np.asarray(app if ids is None else app[ids], np.float32) @ np.asarray(thumbs, np.float32).T
-        return fuse(s.T, a.T, w)
+        s = ((lat if ids is None else lat[ids]) @ np.asarray(e.latent, np.float32).T).T
+        others = []
+        if self.appearance_weight > 0 and e.thumb is not None:
+            if self._thumbs is None and self._dense:
+                self._thumbs = np.asarray(self.map.appearance, np.float32)
+            app = self._thumbs if self._thumbs is not None else self.map.appearance
+            a = np.asarray(app if ids is None else app[ids], np.float32) @ np.asarray(e.thumb, np.float32).T
+            others.append((a.T, self.appearance_weight))
+        if self.regional_weight > 0 and e.regional is not None:
+            reg = self._regional_places(ids)
+            others.append(((reg @ self._centred(e.regional).T).T, self.regional_weight))
+        return fuse(s, others)
+
+    def _centred(self, r: np.ndarray) -> np.ndarray:
+        """Regional descriptors (..., R) centred on the map's mean and L2-normalised: what ImageNet features share
+        across every place of the map (sky, floor, the camera's own vignetting) would otherwise dominate."""
+        if self._regional_mean is None:
+            reg = self.map.regional
+            pick = np.random.default_rng(0).choice(len(reg), 20_000, replace=False) if len(reg) > 20_000 else None
+            self._regional_mean = np.asarray(reg if pick is None else reg[np.sort(pick)], np.float32).mean(0)
+        c = np.asarray(r, np.float32) - self._regional_mean
+        return c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
+
+    def _regional_places(self, ids: np.ndarray | None) -> np.ndarray:
+        if ids is not None and not self._dense:
+            return self._centred(self.map.regional[ids])
+        if self._regional is None:
+            self._regional = self._centred(self.map.regional)
+        return self._regional if ids is None else self._regional[ids]
 
     def localize_embedding(self, e: Embedding, n_candidates: int | None = None) -> Fix:
         """Index lookup (or, with an appearance weight, every place by fused similarity) + pose.
@@ -180,12 +210,12 @@ class Localizer:
         t = e.timings_ms
         t0 = time.perf_counter()
         n = max(n_candidates or c.top_k, c.top_k)
-        if self.appearance_weight > 0 and e.thumb is not None:
+        if self.fused:
             if self._dense:  # every place (no row copies: ids None)
-                ids, fused = None, self.similarities(e.latent, e.thumb)
+                ids, fused = None, self.similarities(e)
             else:
                 ids = self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids
-                fused = self.similarities(e.latent, e.thumb, ids)
+                fused = self.similarities(e, ids)
             order = np.argpartition(-fused, n - 1)[:n] if len(fused) > n else np.arange(len(fused))
             order = order[np.argsort(-fused[order])]
             ids, sims = (order if ids is None else ids[order]), fused[order]

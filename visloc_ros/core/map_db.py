@@ -1,6 +1,6 @@
 """The map folder: ``map.yaml``, ``places.sqlite``, ``descriptors.npy``, ``latents.npy``,
-``som_codebook.npy``, ``encoder.onnx`` and ``appearance.npy`` (the places' thumbnails; optional, maps written
-before it have none).
+``som_codebook.npy``, ``encoder.onnx``, ``appearance.npy`` (the places' thumbnails) and ``regional.npy`` (their
+regional CNN descriptors); the last two are optional: maps written before them have none.
 
 Written atomically: everything goes into a hidden temp folder beside the target, ``map.yaml`` last,
 then one rename. A folder without ``map.yaml`` is an interrupted write and is refused on load, as is a
@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from .appearance import DIM as APPEARANCE_DIM
+from .descriptor import REGIONAL_DIM
 from .errors import MapError
 from .geo import Datum
 
@@ -28,6 +29,7 @@ PLACES_DB = "places.sqlite"
 DESCRIPTORS = "descriptors.npy"
 LATENTS = "latents.npy"
 APPEARANCE = "appearance.npy"  # optional: places' thumbnails (maps written before it have none)
+REGIONAL = "regional.npy"  # optional: places' regional CNN descriptors (likewise)
 CODEBOOK = "som_codebook.npy"
 
 _SCHEMA = """
@@ -138,6 +140,7 @@ class MapData:
     latents: np.ndarray       # (N, L) float32 L2-normalised (memory-mapped when loaded)
     codebook: np.ndarray      # (rows, cols, L) float32
     appearance: np.ndarray | None = None  # (N, appearance.DIM) float16 thumbnails (memory-mapped), None in older maps
+    regional: np.ndarray | None = None  # (N, REGIONAL_DIM) float16 regional CNN descriptors (likewise)
 
     @property
     def datum(self) -> Datum | None:
@@ -162,7 +165,7 @@ def _write_yaml(path: Path, meta: dict) -> None:
 
 def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
               codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False,
-              appearance: np.ndarray | None = None) -> Path:
+              appearance: np.ndarray | None = None, regional: np.ndarray | None = None) -> Path:
     """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in."""
     out = Path(out).absolute()
     n = len(places)
@@ -171,6 +174,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
                        f"{len(latents)} latents")
     if appearance is not None and len(appearance) != n:
         raise MapError(f"refusing to write an inconsistent map: {n} places, {len(appearance)} thumbnails")
+    if regional is not None and len(regional) != n:
+        raise MapError(f"refusing to write an inconsistent map: {n} places, {len(regional)} regional descriptors")
     if out.exists() and not overwrite:
         raise MapError(f"{out} already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +189,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         np.save(tmp / CODEBOOK, np.ascontiguousarray(codebook, dtype=np.float32))
         if appearance is not None:
             np.save(tmp / APPEARANCE, np.ascontiguousarray(appearance, dtype=np.float16))
+        if regional is not None:
+            np.save(tmp / REGIONAL, np.ascontiguousarray(regional, dtype=np.float16))
         shutil.copyfile(encoder_file, tmp / "encoder.onnx")
         _write_places(tmp / PLACES_DB, places)
         meta = dict(meta)
@@ -248,7 +255,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         desc = np.load(p / DESCRIPTORS, mmap_mode="r" if mmap else None)
         lat = np.load(p / LATENTS, mmap_mode="r" if mmap else None)
         cb = np.load(p / CODEBOOK)
-        app = np.load(p / APPEARANCE, mmap_mode="r" if mmap else None) if (p / APPEARANCE).is_file() else None
+        app, reg = (np.load(p / f, mmap_mode="r" if mmap else None) if (p / f).is_file() else None
+                    for f in (APPEARANCE, REGIONAL))
     except (ValueError, OSError) as e:
         raise MapError(f"map {p} has an unreadable array file: {e}") from None
     places = _read_places(p / PLACES_DB)
@@ -258,6 +266,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
                        f"descriptors {len(desc)}, latents {len(lat)}; rebuild it")
     if app is not None and app.shape != (n, APPEARANCE_DIM):
         raise MapError(f"map {p} has {APPEARANCE} of shape {app.shape}, expected ({n}, {APPEARANCE_DIM}); rebuild it")
+    if reg is not None and reg.shape != (n, REGIONAL_DIM):
+        raise MapError(f"map {p} has {REGIONAL} of shape {reg.shape}, expected ({n}, {REGIONAL_DIM}); rebuild it")
     if n == 0:
         raise MapError(f"map {p} has no places")
-    return MapData(p, meta, places, desc, lat, cb, app)
+    return MapData(p, meta, places, desc, lat, cb, app, reg)

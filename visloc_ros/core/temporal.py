@@ -186,8 +186,9 @@ class SequenceFilter:
         total = np.zeros(n, np.float64)
         for k in range(0, len(pick), chunk):
             rows_k = pick[k:k + chunk]
-            thumbs = None if m.appearance is None else m.appearance[rows_k]
-            total += zscore(self.loc.similarities(m.latents[rows_k], thumbs)).sum(0)
+            rows = Embedding(m.latents[rows_k], None if m.appearance is None else m.appearance[rows_k],
+                             None if m.regional is None else m.regional[rows_k])
+            total += zscore(self.loc.similarities(rows)).sum(0)
         return (total / len(pick)).astype(np.float32)
 
     def reset(self) -> None:
@@ -203,14 +204,14 @@ class SequenceFilter:
         self.hist.clear()
 
     def _evidence(self, e: Embedding, fix: Fix, rate: float) -> np.ndarray:
-        """Per-place evidence of this frame: the similarity to every place (CNN, fused with the appearance
-        thumbnails at the map's weight; the index's scored places on maps above ``dense_max``, the rest at their
+        """Per-place evidence of this frame: the similarity to every place (latents, fused with the appearance
+        thumbnails and regional descriptors at the map's weights; the index's scored places on maps above ``dense_max``, the rest at their
         minimum) as a z-score over the places (what one frame says,
         whatever the image's overall contrast), minus each place's own running mean of it (hub suppression:
         places that answer every frame, and the stretch the robot sees all the time, count less)."""
         n = len(self.loc.map)
         if self._dense:
-            s = self.loc.similarities(e.latent, e.thumb)
+            s = self.loc.similarities(e)
         else:
             s = np.full(n, float(fix.candidate_scores.min()), np.float32)
             s[fix.candidate_ids] = fix.candidate_scores

@@ -1,13 +1,13 @@
 """Fit a map to a labelled run: the appearance weight and covariance of single images, the sequence filter's
 evidence strength and covariance scale.
 
-``tune_single`` replays the run's frames one by one for each appearance weight of a grid (how much the
-thumbnails count against the CNN, :mod:`.appearance`) and each temperature of the consensus vote (how much the
-best place outweighs its runners-up), keeps the pair that puts most frames within ``radius`` (ties: lower
-median error, then the smaller weight; the map's own settings unless beaten by more than 2 frames and 1 %) and
-refits the single-image covariance factor ``alpha`` on those frames; ``visloc tune`` stores it in ``map.yaml``
-section ``single``, which every localizer on the map reads. The sequence filter is then tuned with that
-weight:
+``tune_single`` replays the run's frames one by one for each pair of weights of a grid (how much the
+appearance thumbnails and the CNN's regional descriptor count against the global descriptor, :mod:`.appearance`)
+and each temperature of the consensus vote (how much the best place outweighs its runners-up), keeps the
+setting that puts most frames within ``radius`` (ties: lower median error, then the smaller weights; the map's
+own settings unless beaten by more than 2 frames and 1 %) and refits the single-image covariance factor
+``alpha`` on those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer
+on the map reads. The sequence filter is then tuned with those weights:
 
 How much one frame should move the belief depends on how alike the map's places look and how far the run's
 conditions are from the map's (a summer map seen in winter says little per frame; a clean corridor says much).
@@ -33,7 +33,8 @@ from .temporal import FilterParams, SequenceFilter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
-APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs CNN; 0 = CNN only
+APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs the global descriptor; 0 = off
+REGIONAL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)  # the CNN's regional descriptor vs its global one; 0 = off
 TEMPERATURES = (0.01, 0.02, 0.05, 0.1)  # of the single-image vote (plus the map's own); low: the best place decides
 
 
@@ -44,38 +45,53 @@ def coverage_target(frames: int) -> float:
     return float(min(0.99, 0.95 + np.sqrt(0.95 * 0.05 / max(frames, 1))))
 
 
-def _single(loc: Localizer, frames: list[Embedding], weight: float, temperature: float
+def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_weight: float, temperature: float
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance weight and
-    consensus temperature."""
-    keep_w, keep_model = loc.appearance_weight, loc.pose_model
-    loc.appearance_weight, loc.pose_model = weight, replace(keep_model, alpha=1.0, temperature=temperature)
+    """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance and regional
+    weights and consensus temperature."""
+    keep = loc.appearance_weight, loc.regional_weight, loc.pose_model
+    loc.appearance_weight, loc.regional_weight = weight, regional_weight
+    loc.pose_model = replace(keep[2], alpha=1.0, temperature=temperature)
     try:
         fixes = [loc.localize_embedding(replace(e, timings_ms={})) for e in frames]
     finally:
-        loc.appearance_weight, loc.pose_model = keep_w, keep_model
+        loc.appearance_weight, loc.regional_weight, loc.pose_model = keep
     return np.array([f.xyz[:2] for f in fixes]), np.array([f.cov2 for f in fixes])
 
 
 def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
-                weights=APPEARANCE_WEIGHTS, temperatures=TEMPERATURES) -> dict:
-    """The appearance weight, consensus temperature and single-image covariance factor for this map; the
-    record ``visloc tune`` stores under ``single``. Maps without thumbnails get weight 0."""
+                weights=APPEARANCE_WEIGHTS, regional_weights=REGIONAL_WEIGHTS, temperatures=TEMPERATURES,
+                progress=None) -> dict:
+    """The appearance and regional weights, consensus temperature and single-image covariance factor for this
+    map; the record ``visloc tune`` stores under ``single``. A map without thumbnails (regional descriptors)
+    gets appearance (regional) weight 0."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
         weights = (0.0,)
+    if loc.map.regional is None or any(e.regional is None for e in frames):
+        regional_weights = (0.0,)
     default_t = loc.pose_model.temperature
     temperatures = tuple(sorted(set(temperatures) | {default_t}))
-    runs = {(w, t): _single(loc, frames, w, t) for w in weights for t in temperatures}
+    grid = [(w, r, t) for w in weights for r in regional_weights for t in temperatures]
+    bar = progress(total=len(grid), desc="tuning single images") if progress else None
+    runs = {}
+    try:
+        for k in grid:
+            runs[k] = _single(loc, frames, *k)
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
     err = {k: np.linalg.norm(est - truth_xy, axis=1) for k, (est, _) in runs.items()}
     recall = {k: float(np.mean(e <= radius)) for k, e in err.items()}
-    # most frames within the radius; ties: lower median error, the smaller weight, the temperature nearest the
-    # map's own (its build-time default). The map's own settings (CNN alone, its temperature) are kept unless
-    # the best beats them by more than 2 frames and 1 % of the frames: a few frames are noise, not a fit.
-    best = max(runs, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -k[0],
-                                    -abs(np.log(k[1] / default_t))))
-    own = (0.0, default_t)
+    # most frames within the radius; ties: lower median error, the smaller weights, the temperature nearest the
+    # map's own (its build-time default). The map's own settings (global descriptor alone, its temperature) are
+    # kept unless the best beats them by more than 2 frames and 1 % of the frames: a few frames are noise.
+    best = max(runs, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -(k[0] + k[1]),
+                                    -abs(np.log(k[2] / default_t))))
+    own = (0.0, 0.0, default_t)
     if recall[best] - recall[own] <= max(2.0 / len(frames), 0.01) + 1e-9:
         best = own
     d = runs[best][0] - truth_xy
@@ -86,7 +102,8 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     m2 = mahalanobis2(d, cov)
     return {
         "appearance_weight": best[0],
-        "temperature": best[1],
+        "regional_weight": best[1],
+        "temperature": best[2],
         "alpha": round(alpha, 6),
         "coverage_target": round(target, 4),
         "radius": radius,
@@ -95,8 +112,10 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         "median_error": round(float(np.median(err[best])), 4),
         "coverage_95_before": round(float(np.mean(m2 <= CHI2_2D_95 * before ** 2)), 4),
         "coverage_95": round(float(np.mean(m2 <= CHI2_2D_95 * alpha ** 2)), 4),
-        "within_radius_by_weight": {f"{w:g}": round(max(recall[(w, t)] for t in temperatures), 4) for w in weights},
-        "within_radius_by_temperature": {f"{t:g}": round(recall[(best[0], t)], 4) for t in temperatures},
+        "within_radius_by_weight": {f"{w:g}": round(max(recall[k] for k in grid if k[0] == w), 4) for w in weights},
+        "within_radius_by_regional_weight": {f"{r:g}": round(max(recall[k] for k in grid if k[1] == r), 4)
+                                             for r in regional_weights},
+        "within_radius_by_temperature": {f"{t:g}": round(recall[(best[0], best[1], t)], 4) for t in temperatures},
         "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
