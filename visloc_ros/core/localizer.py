@@ -169,19 +169,24 @@ class Localizer:
         """Each frame's similarity to the places ``ids`` (every place when None): the latents' cosines, fused
         with the thumbnails' and the regional descriptors' at the localizer's weights. ``e``'s fields are one
         frame's or (K, ...) for K frames; the result has the shape (..., len(ids))."""
+        s, app, reg = self.channel_similarities(e, ids, self.appearance_weight > 0, self.regional_weight > 0)
+        return fuse(s, [(app, self.appearance_weight), (reg, self.regional_weight)])
+
+    def channel_similarities(self, e: Embedding, ids: np.ndarray | None = None, appearance: bool = True,
+                             regional: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The unfused similarities of ``e`` to the places ``ids``: latents, thumbnails and regional descriptors
+        (each None where not asked for or where the frame or the map has none)."""
         lat = np.asarray(self.map.latents, np.float32)  # float32 on disk: a view of the memory map, no copy
         s = ((lat if ids is None else lat[ids]) @ np.asarray(e.latent, np.float32).T).T
-        others = []
-        if self.appearance_weight > 0 and e.thumb is not None:
+        a = r = None
+        if appearance and e.thumb is not None and self.map.appearance is not None:
             if self._thumbs is None and self._dense:
                 self._thumbs = np.asarray(self.map.appearance, np.float32)
             app = self._thumbs if self._thumbs is not None else self.map.appearance
-            a = np.asarray(app if ids is None else app[ids], np.float32) @ np.asarray(e.thumb, np.float32).T
-            others.append((a.T, self.appearance_weight))
-        if self.regional_weight > 0 and e.regional is not None:
-            reg = self._regional_places(ids)
-            others.append(((reg @ self._centred(e.regional).T).T, self.regional_weight))
-        return fuse(s, others)
+            a = (np.asarray(app if ids is None else app[ids], np.float32) @ np.asarray(e.thumb, np.float32).T).T
+        if regional and e.regional is not None and self.map.regional is not None:
+            r = (self._regional_places(ids) @ self._centred(e.regional).T).T
+        return s, a, r
 
     def _centred(self, r: np.ndarray) -> np.ndarray:
         """Regional descriptors (..., R) centred on the map's mean and L2-normalised: what ImageNet features share
@@ -200,19 +205,21 @@ class Localizer:
             self._regional = self._centred(self.map.regional)
         return self._regional if ids is None else self._regional[ids]
 
-    def localize_embedding(self, e: Embedding, n_candidates: int | None = None) -> Fix:
-        """Index lookup (or, with an appearance weight, every place by fused similarity) + pose.
+    def localize_embedding(self, e: Embedding, n_candidates: int | None = None,
+                           fused: np.ndarray | None = None) -> Fix:
+        """Index lookup (or, with an appearance or regional weight, every place by fused similarity) + pose.
 
         The pose uses the ``top_k`` best places; ``n_candidates`` (>= top_k) places are returned in the
-        fix for a temporal filter.
+        fix for a temporal filter. ``fused``: the frame's fused similarity to every place when the caller has
+        it already (``visloc tune`` computes a whole run's at once); maps up to ``DENSE_MAX`` places.
         """
         c = self.config
         t = e.timings_ms
         t0 = time.perf_counter()
         n = max(n_candidates or c.top_k, c.top_k)
-        if self.fused:
+        if fused is not None or self.fused:
             if self._dense:  # every place (no row copies: ids None)
-                ids, fused = None, self.similarities(e)
+                ids, fused = None, self.similarities(e) if fused is None else fused
             else:
                 ids = self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids
                 fused = self.similarities(e, ids)

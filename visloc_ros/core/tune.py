@@ -26,15 +26,16 @@ from dataclasses import replace
 
 import numpy as np
 
+from .appearance import fuse
 from .errors import DatasetError
-from .localizer import Embedding, Localizer
+from .localizer import DENSE_MAX, Embedding, Localizer
 from .pose import CHI2_2D_95, fit_alpha, mahalanobis2
 from .temporal import FilterParams, SequenceFilter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
 APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs the global descriptor; 0 = off
-REGIONAL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)  # the CNN's regional descriptor vs its global one; 0 = off
+REGIONAL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)  # the CNN's regional descriptor vs its global one; 0 = off
 TEMPERATURES = (0.01, 0.02, 0.05, 0.1)  # of the single-image vote (plus the map's own); low: the best place decides
 
 
@@ -45,15 +46,21 @@ def coverage_target(frames: int) -> float:
     return float(min(0.99, 0.95 + np.sqrt(0.95 * 0.05 / max(frames, 1))))
 
 
-def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_weight: float, temperature: float
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_weight: float, temperature: float,
+            channels: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance and regional
-    weights and consensus temperature."""
+    weights and consensus temperature. ``channels``: the run's unfused similarities to every place
+    (``Localizer.channel_similarities`` of all frames), so that each setting only fuses them."""
     keep = loc.appearance_weight, loc.regional_weight, loc.pose_model
     loc.appearance_weight, loc.regional_weight = weight, regional_weight
     loc.pose_model = replace(keep[2], alpha=1.0, temperature=temperature)
     try:
-        fixes = [loc.localize_embedding(replace(e, timings_ms={})) for e in frames]
+        if channels is not None and loc.fused:
+            s, app, reg = channels
+            fused = fuse(s, [(app, weight), (reg, regional_weight)])
+            fixes = [loc.localize_embedding(replace(e, timings_ms={}), fused=f) for e, f in zip(frames, fused)]
+        else:
+            fixes = [loc.localize_embedding(replace(e, timings_ms={})) for e in frames]
     finally:
         loc.appearance_weight, loc.regional_weight, loc.pose_model = keep
     return np.array([f.xyz[:2] for f in fixes]), np.array([f.cov2 for f in fixes])
@@ -74,11 +81,18 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     default_t = loc.pose_model.temperature
     temperatures = tuple(sorted(set(temperatures) | {default_t}))
     grid = [(w, r, t) for w in weights for r in regional_weights for t in temperatures]
+    channels = None
+    if len(grid) > 1 and len(loc.map) <= DENSE_MAX and len(frames) * len(loc.map) <= 20_000_000:
+        # every place's similarities once (at most 80 MB per signal), fused per setting
+        channels = loc.channel_similarities(Embedding(
+            np.stack([e.latent for e in frames]),
+            np.stack([e.thumb for e in frames]) if max(weights) > 0 else None,
+            np.stack([e.regional for e in frames]) if max(regional_weights) > 0 else None))
     bar = progress(total=len(grid), desc="tuning single images") if progress else None
     runs = {}
     try:
         for k in grid:
-            runs[k] = _single(loc, frames, *k)
+            runs[k] = _single(loc, frames, *k, channels=channels)
             if bar:
                 bar.update(1)
     finally:
