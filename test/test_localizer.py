@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from visloc_ros.core.build import add_places, build_map
+from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT, add_places, build_map
 from visloc_ros.core.dataset import read_csv
 from visloc_ros.core.errors import DatasetError, MapError
 from visloc_ros.core.geo import geodetic_to_enu
@@ -88,7 +88,7 @@ def test_add_places_grows_the_map(tmp_path):
     assert len(m2) == 40 and m2.meta["sessions"] == ["map", "second"]
     assert m2.meta["encoder"]["sha256"] == m.meta["encoder"]["sha256"]  # nothing retrained
     assert m.meta["appearance"] == {"file": "appearance.npy", "thumbnail": [64, 32], "patch": 8}
-    assert m.meta["regional"] == {"file": "regional.npy", "block": 10, "grid": 4, "dim": 1792}
+    assert m.meta["regional"] == {"file": "regional.npy", "block": 10, "grid": 4, "dim": 1792, "weight": 1.0}
     assert m2.appearance.shape == (40, m.appearance.shape[1])  # thumbnails of the new places appended
     np.testing.assert_array_equal(m2.appearance[:20], m.appearance)
     assert m2.regional.shape == (40, 1792)  # and their regional descriptors
@@ -111,8 +111,10 @@ def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_x
 
     q = read_csv(synth_xy[1]).path(0)
     plain = Localizer(xy_map)
-    assert plain.appearance_weight == 0.0  # untuned maps use the CNN alone
-    assert plain.regional_weight == 0.0 and not plain.fused
+    # untuned: no thumbnails, the regional descriptor at the build's weight (the one its calibration ranked with)
+    assert plain.appearance_weight == 0.0 and plain.fused
+    assert plain.regional_weight == DEFAULT_REGIONAL_WEIGHT == plain.map.meta["regional"]["weight"]
+    assert plain.map.meta["calibration"]["regional_weight"] == DEFAULT_REGIONAL_WEIGHT
     e = plain.embed(q)
     assert e.thumb is not None and e.latent.shape == (plain.map.latents.shape[1],)
     assert e.regional.shape == (1792,) and abs(np.linalg.norm(e.regional) - 1) < 1e-4
@@ -134,6 +136,7 @@ def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_x
     tuned = Localizer(m)
     assert tuned.appearance_weight == 0.5 and tuned.regional_weight == 2.0 and tuned.pose_model.alpha == 2.0
     # a map written before regional descriptors existed cannot be asked for them
+    update_meta(m, "regional", None)
     (m / "regional.npy").unlink()
     assert Localizer(m, LocalizerConfig(map_path=str(m), regional_weight=0)).embed(q).regional is None
     with pytest.raises(MapError, match="no regional CNN descriptors"):

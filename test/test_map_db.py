@@ -106,3 +106,10 @@ def test_regional_descriptors_are_optional_and_checked(tmp_path, parts):
     np.save(out / "regional.npy", reg[:4].astype(np.float16))  # a map whose write was mixed up
     with pytest.raises(MapError, match="regional.npy of shape"):
         load_map(out)
+    # a map whose map.yaml declares them (its untuned weight uses them) but that lost the file is incomplete
+    declared = write_map(tmp_path / "declared", **dict(parts, meta=dict(parts["meta"], regional={"weight": 1.0})),
+                         regional=reg)
+    assert load_map(declared).regional.shape == (5, REGIONAL_DIM)
+    (declared / "regional.npy").unlink()
+    with pytest.raises(MapError, match="incomplete: missing regional.npy"):
+        load_map(declared)

@@ -3,6 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
+from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT
 from visloc_ros.core.config import LocalizerConfig
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
@@ -70,13 +71,14 @@ def test_tune_single_picks_fusion_weights_and_refits_the_covariance(xy_map, tmp_
     assert set(fit["within_radius_by_regional_weight"]) == {f"{w:g}" for w in REGIONAL_WEIGHTS}
     best = max(fit["within_radius_by_weight"].values())
     assert best == max(fit["within_radius_by_regional_weight"].values())  # both: the best over the whole grid
-    own = (fit["appearance_weight"], fit["regional_weight"], fit["temperature"]) == (0.0, 0.0, loc.pose_model.temperature)
+    own = ((fit["appearance_weight"], fit["regional_weight"], fit["temperature"])
+           == (0.0, DEFAULT_REGIONAL_WEIGHT, loc.pose_model.temperature))  # the build's settings
     # the best setting, or the map's own when the best is at most 2 frames better
     assert fit["within_radius"] == best or (own and best - fit["within_radius"] <= 2 / 30 + 1e-4)
     assert fit["temperature"] in TEMPERATURES and set(fit["within_radius_by_temperature"]) == {f"{t:g}" for t in TEMPERATURES}
     assert fit["within_radius"] == fit["within_radius_by_temperature"][f"{fit['temperature']:g}"]
     assert fit["alpha"] > 0 and 0.9 <= fit["coverage_95"] <= 1.0 and fit["frames"] == 30
-    assert loc.appearance_weight == 0.0 and loc.regional_weight == 0.0  # the localizer given is left as it was
+    assert (loc.appearance_weight, loc.regional_weight) == (0.0, DEFAULT_REGIONAL_WEIGHT)  # left as it was
     update_meta(m, "single", fit)
     tuned = Localizer(m)
     assert tuned.appearance_weight == fit["appearance_weight"] and tuned.pose_model.alpha == fit["alpha"]
@@ -86,6 +88,7 @@ def test_tune_single_picks_fusion_weights_and_refits_the_covariance(xy_map, tmp_
     other = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
     assert other.pose_model.alpha == loc.pose_model.alpha and other.pose_model.temperature == loc.pose_model.temperature
     # a map without thumbnails and regional descriptors: the global descriptor alone, the covariance refitted
+    update_meta(m, "regional", None)
     (m / "appearance.npy").unlink()
     (m / "regional.npy").unlink()
     bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0, regional_weight=0.0))

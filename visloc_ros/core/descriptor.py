@@ -35,6 +35,21 @@ REGIONAL_DIM = REGIONAL_CHANNELS * REGIONAL_GRID * REGIONAL_GRID
 GEM_P = 3.0
 
 
+def centred(regional: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Regional descriptors (..., REGIONAL_DIM) centred on a map's mean regional descriptor and L2-normalised, as
+    they are compared: what ImageNet features share across every place of a map (sky, floor, the camera's own
+    vignetting) would otherwise dominate the cosine."""
+    c = np.asarray(regional, np.float32) - mean
+    return c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
+
+
+def regional_mean(regional: np.ndarray, sample: int = 20_000) -> np.ndarray:
+    """A map's mean regional descriptor (over a fixed sample of ``sample`` places on larger maps)."""
+    if len(regional) > sample:
+        regional = regional[np.sort(np.random.default_rng(0).choice(len(regional), sample, replace=False))]
+    return np.asarray(regional, np.float32).mean(0)
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .appearance import fuse, thumbnail
 from .config import LocalizerConfig
-from .descriptor import CnnDescriptor, default_cnn_path, sha256_file
+from .descriptor import CnnDescriptor, centred, default_cnn_path, regional_mean, sha256_file
 from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
@@ -28,6 +28,12 @@ from .som_index import SomIndex
 
 LOCALIZED, UNCERTAIN = "LOCALIZED", "UNCERTAIN"
 DENSE_MAX = 20_000  # maps up to this many places are compared in full with each frame where that is needed
+
+
+def best_first(sims: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` highest of ``sims`` (1-D), highest first."""
+    order = np.argpartition(-sims, n - 1)[:n] if len(sims) > n else np.arange(len(sims))
+    return order[np.argsort(-sims[order])]
 
 
 @dataclass
@@ -95,9 +101,11 @@ class Localizer:
         spacing = float(pm.get("spacing", 1.0))
         radius = c.consensus_radius_m or float(pm.get("radius", 10.0 * spacing))
         single = meta.get("single") or {}  # the single-image fit of `visloc tune`
+        # untuned: the build's weights (the regional descriptor's, which its calibration used; thumbnails off)
+        built = {"regional_weight": float((meta.get("regional") or {}).get("weight", 0.0))}
         for name, arr, what in (("appearance_weight", self.map.appearance, "appearance thumbnails"),
                                 ("regional_weight", self.map.regional, "regional CNN descriptors")):
-            w = getattr(c, name) if getattr(c, name) >= 0 else float(single.get(name, 0.0))
+            w = getattr(c, name) if getattr(c, name) >= 0 else float(single.get(name, built.get(name, 0.0)))
             if w > 0 and arr is None:
                 raise MapError(f"map {self.map.path} has no {what} (written before them): rebuild it "
                                f"with `visloc build-map`, or set {name} 0")
@@ -189,14 +197,9 @@ class Localizer:
         return s, a, r
 
     def _centred(self, r: np.ndarray) -> np.ndarray:
-        """Regional descriptors (..., R) centred on the map's mean and L2-normalised: what ImageNet features share
-        across every place of the map (sky, floor, the camera's own vignetting) would otherwise dominate."""
         if self._regional_mean is None:
-            reg = self.map.regional
-            pick = np.random.default_rng(0).choice(len(reg), 20_000, replace=False) if len(reg) > 20_000 else None
-            self._regional_mean = np.asarray(reg if pick is None else reg[np.sort(pick)], np.float32).mean(0)
-        c = np.asarray(r, np.float32) - self._regional_mean
-        return c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
+            self._regional_mean = regional_mean(self.map.regional)
+        return centred(r, self._regional_mean)
 
     def _regional_places(self, ids: np.ndarray | None) -> np.ndarray:
         if ids is not None and not self._dense:
@@ -223,8 +226,7 @@ class Localizer:
             else:
                 ids = self.index.query(e.latent, max(n, c.min_candidates), c.n_probe, c.min_candidates).ids
                 fused = self.similarities(e, ids)
-            order = np.argpartition(-fused, n - 1)[:n] if len(fused) > n else np.arange(len(fused))
-            order = order[np.argsort(-fused[order])]
+            order = best_first(fused, n)
             ids, sims = (order if ids is None else ids[order]), fused[order]
         else:
             hits = self.index.query(e.latent, n, c.n_probe, c.min_candidates)

@@ -247,8 +247,10 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
     if not isinstance(v, int) or v > FORMAT_VERSION:
         raise MapError(f"{p} has map format version {v}, newer than this visloc_ros reads ({FORMAT_VERSION}); "
                        f"upgrade visloc_ros or rebuild the map")
-    missing = [f for f in (PLACES_DB, DESCRIPTORS, LATENTS, CODEBOOK, meta.get("encoder", {}).get("file", "encoder.onnx"))
-               if not (p / f).is_file()]
+    required = [PLACES_DB, DESCRIPTORS, LATENTS, CODEBOOK, meta.get("encoder", {}).get("file", "encoder.onnx")]
+    if meta.get("regional"):  # the build's weight for it is in use until `visloc tune` fits one
+        required.append(REGIONAL)
+    missing = [f for f in required if not (p / f).is_file()]
     if missing:
         raise MapError(f"map {p} is incomplete: missing {', '.join(missing)}; rebuild it with `visloc build-map`")
     try:

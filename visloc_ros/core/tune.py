@@ -5,7 +5,7 @@ evidence strength and covariance scale.
 appearance thumbnails and the CNN's regional descriptor count against the global descriptor, :mod:`.appearance`)
 and each temperature of the consensus vote (how much the best place outweighs its runners-up), keeps the
 setting that puts most frames within ``radius`` (ties: lower median error, then the smaller weights; the map's
-own settings unless beaten by more than 2 frames and 1 %) and refits the single-image covariance factor
+own settings (the build's) unless beaten by more than 2 frames and 1 %) and refits the single-image covariance factor
 ``alpha`` on those frames; ``visloc tune`` stores it in ``map.yaml`` section ``single``, which every localizer
 on the map reads. The sequence filter is then tuned with those weights:
 
@@ -76,8 +76,12 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
         weights = (0.0,)
+    built_r = 0.0  # the build's regional weight (its calibration ranked with it)
     if loc.map.regional is None or any(e.regional is None for e in frames):
         regional_weights = (0.0,)
+    else:
+        built_r = float((loc.map.meta.get("regional") or {}).get("weight", 0.0))
+        regional_weights = tuple(sorted(set(regional_weights) | {built_r}))
     default_t = loc.pose_model.temperature
     temperatures = tuple(sorted(set(temperatures) | {default_t}))
     grid = [(w, r, t) for w in weights for r in regional_weights for t in temperatures]
@@ -101,11 +105,12 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     err = {k: np.linalg.norm(est - truth_xy, axis=1) for k, (est, _) in runs.items()}
     recall = {k: float(np.mean(e <= radius)) for k, e in err.items()}
     # most frames within the radius; ties: lower median error, the smaller weights, the temperature nearest the
-    # map's own (its build-time default). The map's own settings (global descriptor alone, its temperature) are
-    # kept unless the best beats them by more than 2 frames and 1 % of the frames: a few frames are noise.
+    # map's own (its build-time default). The map's own settings (no thumbnails, the build's regional weight, its
+    # temperature) are kept unless the best beats them by more than 2 frames and 1 % of the frames: a few frames
+    # are noise.
     best = max(runs, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -(k[0] + k[1]),
                                     -abs(np.log(k[2] / default_t))))
-    own = (0.0, 0.0, default_t)
+    own = (0.0, built_r, default_t)
     if recall[best] - recall[own] <= max(2.0 / len(frames), 0.01) + 1e-9:
         best = own
     d = runs[best][0] - truth_xy
