@@ -7,6 +7,7 @@ from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT
 from visloc_ros.core.config import LocalizerConfig
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
+from visloc_ros.core.pose import REFINE_CHOICES
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
 from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, REGIONAL_WEIGHTS, TEMPERATURES, coverage_target,
@@ -76,7 +77,9 @@ def test_tune_single_picks_fusion_weights_and_refits_the_covariance(xy_map, tmp_
     # the best setting, or the map's own when the best is at most 2 frames better
     assert fit["within_radius"] == best or (own and best - fit["within_radius"] <= 2 / 30 + 1e-4)
     assert fit["temperature"] in TEMPERATURES and set(fit["within_radius_by_temperature"]) == {f"{t:g}" for t in TEMPERATURES}
-    assert fit["within_radius"] == fit["within_radius_by_temperature"][f"{fit['temperature']:g}"]
+    # the temperatures were compared at the build's pose averaging, then the averaging at the chosen temperature
+    built_refine = f"{loc.pose_model.refine_spacings:g}"
+    assert fit["within_radius_by_temperature"][f"{fit['temperature']:g}"] == fit["within_radius_by_refine"][built_refine]
     assert fit["alpha"] > 0 and 0.9 <= fit["coverage_95"] <= 1.0 and fit["frames"] == 30
     assert (loc.appearance_weight, loc.regional_weight) == (0.0, DEFAULT_REGIONAL_WEIGHT)  # left as it was
     update_meta(m, "single", fit)
@@ -84,6 +87,9 @@ def test_tune_single_picks_fusion_weights_and_refits_the_covariance(xy_map, tmp_
     assert tuned.appearance_weight == fit["appearance_weight"] and tuned.pose_model.alpha == fit["alpha"]
     assert tuned.regional_weight == fit["regional_weight"]
     assert tuned.pose_model.temperature == fit["temperature"]
+    assert fit["refine_spacings"] in REFINE_CHOICES and tuned.pose_model.refine_spacings == fit["refine_spacings"]
+    assert set(fit["within_radius_by_refine"]) == {f"{f:g}" for f in REFINE_CHOICES}
+    assert fit["within_radius"] == fit["within_radius_by_refine"][f"{fit['refine_spacings']:g}"]
     # asking for another weight falls back to the build's calibration (the fit belongs to the fitted weight)
     other = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
     assert other.pose_model.alpha == loc.pose_model.alpha and other.pose_model.temperature == loc.pose_model.temperature

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
           f"{single['regional_weight']:g}, vote temperature {single['temperature']:g} (within {args.radius:g}: "
           f"{100 * single['within_radius']:.1f} %, by appearance weight {single['within_radius_by_weight']}, by "
           f"regional weight {single['within_radius_by_regional_weight']}, by temperature "
-          f"{single['within_radius_by_temperature']}), covariance "
+          f"{single['within_radius_by_temperature']}), pose averaging {single['refine_spacings']:g} spacings (by "
+          f"averaging {single['within_radius_by_refine']}), covariance "
           f"factor {single['alpha']:g} (95 %-ellipse coverage {100 * single['coverage_95_before']:.1f} % -> "
           f"{100 * single['coverage_95']:.1f} %)")
     # the sequence filter is tuned with the chosen weights

@@ -28,7 +28,7 @@ from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, best_first
 from .map_db import APPEARANCE, REGIONAL, MapData, Places, load_map, write_map
-from .pose import PoseModel, estimate, fit_alpha, raw_covariance, weights
+from .pose import REFINE_CHOICES, PoseModel, estimate, fit_alpha, raw_covariance, weights
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
 
@@ -120,7 +120,6 @@ def _places_from(ds: Dataset, kept: np.ndarray, session: str) -> Places:
     return Places(sub.images, sub.xyz, sub.quat, sub.latlonalt, sub.stamp_ns, [session] * len(sub), sub.condition)
 
 
-REFINE_CHOICES = (0.0, 0.5, 1.0, 2.0)  # pose averaging: whole consensus mode, or 0.5 (best place alone) / 1 / 2 spacings around its best
 RADIUS_CHOICES = (3.0, 10.0)  # consensus radius, in place spacings (used when consensus_radius_m is 0)
 # weight of the regional descriptor against the global one until `visloc tune` fits one: with it, untuned maps find
 # the place in 81 % of corridor frames instead of 60 %, 32 % of Nordland winter frames instead of 6 %, 63 % of the

@@ -118,7 +118,7 @@ class Localizer:
         temperature = float(fit.get("temperature", pm.get("temperature", PoseModel.temperature)))
         self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(fit.get("alpha", pm.get("alpha", 1.0))),
                                     temperature=temperature,
-                                    refine_spacings=float(pm.get("refine_spacings", 0.0)))
+                                    refine_spacings=float(fit.get("refine_spacings", pm.get("refine_spacings", 0.0))))
         self.datum = self.map.datum
         q = self.map.places.quat
         self._yaws = None if q is None or np.isnan(q).any() else yaw_from_quat(q)

@@ -32,6 +32,10 @@ def quat_from_yaw(yaw) -> np.ndarray:
     return np.stack([np.zeros_like(yaw), np.zeros_like(yaw), np.sin(yaw / 2), np.cos(yaw / 2)], axis=-1)
 
 
+# pose averaging: the whole consensus mode (0), or only the places within 0.5 (the best place alone), 1 or 2 spacings
+# of its best place; chosen per map at build (held-out map images) and by `visloc tune` (a labelled run)
+REFINE_CHOICES = (0.0, 0.5, 1.0, 2.0)
+
 @dataclass(frozen=True)
 class PoseModel:
     """Parameters of the pose/covariance model; ``alpha`` comes from calibration, the rest from the map."""

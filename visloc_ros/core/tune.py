@@ -29,7 +29,7 @@ import numpy as np
 from .appearance import fuse
 from .errors import DatasetError
 from .localizer import DENSE_MAX, Embedding, Localizer
-from .pose import CHI2_2D_95, fit_alpha, mahalanobis2
+from .pose import CHI2_2D_95, REFINE_CHOICES, fit_alpha, mahalanobis2
 from .temporal import FilterParams, SequenceFilter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
@@ -47,13 +47,13 @@ def coverage_target(frames: int) -> float:
 
 
 def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_weight: float, temperature: float,
-            channels: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+            refine: float, channels: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance and regional
-    weights and consensus temperature. ``channels``: the run's unfused similarities to every place
+    weights, consensus temperature and pose averaging. ``channels``: the run's unfused similarities to every place
     (``Localizer.channel_similarities`` of all frames), so that each setting only fuses them."""
     keep = loc.appearance_weight, loc.regional_weight, loc.pose_model
     loc.appearance_weight, loc.regional_weight = weight, regional_weight
-    loc.pose_model = replace(keep[2], alpha=1.0, temperature=temperature)
+    loc.pose_model = replace(keep[2], alpha=1.0, temperature=temperature, refine_spacings=refine)
     try:
         if channels is not None and loc.fused:
             s, app, reg = channels
@@ -69,9 +69,10 @@ def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_wei
 def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
                 weights=APPEARANCE_WEIGHTS, regional_weights=REGIONAL_WEIGHTS, temperatures=TEMPERATURES,
                 progress=None) -> dict:
-    """The appearance and regional weights, consensus temperature and single-image covariance factor for this
-    map; the record ``visloc tune`` stores under ``single``. A map without thumbnails (regional descriptors)
-    gets appearance (regional) weight 0."""
+    """The appearance and regional weights, consensus temperature, pose averaging and single-image covariance
+    factor for this map; the record ``visloc tune`` stores under ``single``. A map without thumbnails (regional
+    descriptors) gets appearance (regional) weight 0. The pose averaging (``REFINE_CHOICES``) is chosen last, at
+    the best weights and temperature, by the same rule against the build's choice."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
@@ -82,9 +83,9 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     else:
         built_r = float((loc.map.meta.get("regional") or {}).get("weight", 0.0))
         regional_weights = tuple(sorted(set(regional_weights) | {built_r}))
-    default_t = loc.pose_model.temperature
+    default_t, built_refine = loc.pose_model.temperature, loc.pose_model.refine_spacings
     temperatures = tuple(sorted(set(temperatures) | {default_t}))
-    grid = [(w, r, t) for w in weights for r in regional_weights for t in temperatures]
+    grid = [(w, r, t, built_refine) for w in weights for r in regional_weights for t in temperatures]
     channels = None
     if len(grid) > 1 and len(loc.map) <= DENSE_MAX and len(frames) * len(loc.map) <= 20_000_000:
         # every place's similarities once (at most 80 MB per signal), fused per setting
@@ -92,27 +93,35 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
             np.stack([e.latent for e in frames]),
             np.stack([e.thumb for e in frames]) if max(weights) > 0 else None,
             np.stack([e.regional for e in frames]) if max(regional_weights) > 0 else None))
-    bar = progress(total=len(grid), desc="tuning single images") if progress else None
-    runs = {}
+    refines = [f for f in REFINE_CHOICES if f != built_refine]
+    bar = progress(total=len(grid) + len(refines), desc="tuning single images") if progress else None
+    runs, err, recall = {}, {}, {}
+
+    def run(k):
+        runs[k] = _single(loc, frames, *k, channels=channels)
+        err[k] = np.linalg.norm(runs[k][0] - truth_xy, axis=1)
+        recall[k] = float(np.mean(err[k] <= radius))
+        if bar:
+            bar.update(1)
+
+    def pick(keys, own):
+        # most frames within the radius; ties: lower median error, the smaller weights, the temperature nearest
+        # the map's own. ``own`` (the build's setting) is kept unless the best beats it by more than 2 frames and
+        # 1 % of the frames: a few frames are noise, not a fit.
+        best = max(keys, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -(k[0] + k[1]),
+                                        -abs(np.log(k[2] / default_t)), -abs(k[3] - built_refine)))
+        return own if recall[best] - recall[own] <= max(2.0 / len(frames), 0.01) + 1e-9 else best
+
     try:
         for k in grid:
-            runs[k] = _single(loc, frames, *k, channels=channels)
-            if bar:
-                bar.update(1)
+            run(k)
+        best = pick(grid, (0.0, built_r, default_t, built_refine))  # no thumbnails, the build's weight and vote
+        for f in refines:  # then the pose averaging, at those settings
+            run(best[:3] + (f,))
+        best = pick([best[:3] + (f,) for f in REFINE_CHOICES], best)
     finally:
         if bar:
             bar.close()
-    err = {k: np.linalg.norm(est - truth_xy, axis=1) for k, (est, _) in runs.items()}
-    recall = {k: float(np.mean(e <= radius)) for k, e in err.items()}
-    # most frames within the radius; ties: lower median error, the smaller weights, the temperature nearest the
-    # map's own (its build-time default). The map's own settings (no thumbnails, the build's regional weight, its
-    # temperature) are kept unless the best beats them by more than 2 frames and 1 % of the frames: a few frames
-    # are noise.
-    best = max(runs, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -(k[0] + k[1]),
-                                    -abs(np.log(k[2] / default_t))))
-    own = (0.0, built_r, default_t)
-    if recall[best] - recall[own] <= max(2.0 / len(frames), 0.01) + 1e-9:
-        best = own
     d = runs[best][0] - truth_xy
     cov = runs[best][1]
     target = coverage_target(len(frames))
@@ -123,6 +132,7 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         "appearance_weight": best[0],
         "regional_weight": best[1],
         "temperature": best[2],
+        "refine_spacings": best[3],
         "alpha": round(alpha, 6),
         "coverage_target": round(target, 4),
         "radius": radius,
@@ -134,7 +144,8 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         "within_radius_by_weight": {f"{w:g}": round(max(recall[k] for k in grid if k[0] == w), 4) for w in weights},
         "within_radius_by_regional_weight": {f"{r:g}": round(max(recall[k] for k in grid if k[1] == r), 4)
                                              for r in regional_weights},
-        "within_radius_by_temperature": {f"{t:g}": round(recall[(best[0], best[1], t)], 4) for t in temperatures},
+        "within_radius_by_temperature": {f"{t:g}": round(recall[best[:2] + (t, built_refine)], 4) for t in temperatures},
+        "within_radius_by_refine": {f"{f:g}": round(recall[best[:3] + (f,)], 4) for f in REFINE_CHOICES},
         "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
