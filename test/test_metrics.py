@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from visloc_ros.core.errors import DatasetError
