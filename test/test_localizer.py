@@ -148,3 +148,30 @@ def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_x
     assert Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0)).embed(q).thumb is None
     with pytest.raises(MapError, match="no appearance thumbnails"):
         Localizer(m)
+
+
+def test_maps_above_dense_max_fuse_the_index_candidates(synth_xy, tmp_path, monkeypatch):
+    """Large maps (more places than DENSE_MAX) rank the SOM's candidates by the fused similarity, at build
+    (calibration) and at query time; here DENSE_MAX is lowered so a small map takes that path."""
+    import visloc_ros.core.build as build_mod
+    import visloc_ros.core.localizer as loc_mod
+    from visloc_ros.core.appearance import fuse
+    from visloc_ros.core.config import LocalizerConfig
+    from visloc_ros.core.encoder import EncoderTraining
+
+    monkeypatch.setattr(build_mod, "DENSE_MAX", 5)
+    monkeypatch.setattr(loc_mod, "DENSE_MAX", 5)
+    m = build_map(read_csv(synth_xy[0]), tmp_path / "big", training=EncoderTraining(latent_dim=64, steps=50))
+    assert m.meta["calibration"]["n"] > 0 and m.meta["calibration"]["regional_weight"] == DEFAULT_REGIONAL_WEIGHT
+    loc = Localizer(m.path, LocalizerConfig(map_path=str(m.path), min_candidates=12, n_probe=1))
+    assert loc.fused and not loc._dense
+    e = loc.embed(read_csv(synth_xy[1]).path(3))
+    c = loc.config
+    ids = loc.index.query(e.latent, max(c.top_k, c.min_candidates), c.n_probe, c.min_candidates).ids
+    assert len(ids) < len(m)  # only the probed cells' places
+    reg = np.asarray(m.regional, np.float32)
+    mu = reg.mean(0)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    want = fuse(np.asarray(m.latents)[ids] @ e.latent, [(unit(reg[ids] - mu) @ unit(e.regional - mu), 1.0)])
+    f = loc.localize_embedding(e)
+    np.testing.assert_array_equal(f.candidate_ids, ids[np.argsort(-want)][:len(f.candidate_ids)])
