@@ -1,5 +1,5 @@
-"""Fit a map to a labelled run: the appearance weight and covariance of single images, the sequence filter's
-evidence strength and covariance scale.
+"""Fit a map to a labelled run: the fusion weights, vote temperature, pose averaging and covariance of single
+images, the sequence filter's evidence strength and covariance scale.
 
 ``tune_single`` replays the run's frames one by one for each pair of weights of a grid (how much the
 appearance thumbnails and the CNN's regional descriptor count against the global descriptor, :mod:`.appearance`)
