@@ -3,12 +3,13 @@ import shutil
 import numpy as np
 import pytest
 
-from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT, add_places, build_map
+from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT, add_places, build_map, choose_setting
 from visloc_ros.core.dataset import read_csv
 from visloc_ros.core.errors import DatasetError, MapError
 from visloc_ros.core.geo import geodetic_to_enu
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
+from visloc_ros.core.pose import PoseModel, REFINE_CHOICES, TEMPERATURES
 from visloc_ros.core.synthetic import make_dataset
 
 
@@ -17,6 +18,27 @@ def test_map_contents(geo_map):
     assert len(m) == 30 and m.meta["georeferenced"] and m.meta["has_orientation"]
     assert m.meta["pose_model"]["alpha"] > 0 and m.meta["calibration"]["n"] > 0
     assert (geo_map / "encoder.onnx").is_file()
+    # the calibration tried every radius x pose averaging x vote temperature and the map uses the one it chose
+    pm, cal = m.meta["pose_model"], m.meta["calibration"]
+    recall = cal["within_3_spacings_by_radius_refine_temperature"]
+    assert len(recall) == 2 * len(REFINE_CHOICES) * len(TEMPERATURES)
+    chosen = f"{pm['radius']:g}/{pm['refine_spacings']:g}/{pm['temperature']:g}"
+    assert cal["median_error"] == cal["median_error_by_radius_refine_temperature"][chosen]
+    keys = {tuple(float(v) for v in k.split("/")): x for k, x in recall.items()}
+    medians = {tuple(float(v) for v in k.split("/")): x
+               for k, x in cal["median_error_by_radius_refine_temperature"].items()}
+    assert choose_setting(keys, medians, cal["n"], PoseModel.temperature) == tuple(
+        float(v) for v in chosen.split("/"))
+
+
+def test_calibration_changes_the_vote_temperature_only_when_clearly_better():
+    med = {k: 1.0 for k in [(3.0, 0.0, 0.02), (3.0, 0.0, 0.05), (10.0, 0.0, 0.05)]}
+    close = {(3.0, 0.0, 0.02): 0.430, (3.0, 0.0, 0.05): 0.400, (10.0, 0.0, 0.05): 0.4275}
+    assert choose_setting(close, med, 400, 0.05) == (10.0, 0.0, 0.05)  # 1 trial better: the usual temperature
+    clear = {(3.0, 0.0, 0.02): 0.964, (3.0, 0.0, 0.05): 0.923, (10.0, 0.0, 0.05): 0.941}
+    assert choose_setting(clear, med, 222, 0.05) == (3.0, 0.0, 0.02)
+    tie = {(3.0, 0.0, 0.02): 0.9, (3.0, 0.0, 0.05): 0.9, (10.0, 0.0, 0.05): 0.9}
+    assert choose_setting(tie, {**med, (10.0, 0.0, 0.05): 0.5}, 100, 0.05) == (10.0, 0.0, 0.05)  # lower median
 
 
 def test_localizes_queries_at_their_place(geo_map, synth_geo):

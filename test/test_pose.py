@@ -1,7 +1,7 @@
 import numpy as np
 
-from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, PoseModel, estimate, fit_alpha, mahalanobis2,
-                                  quat_from_yaw, yaw_from_quat)
+from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, PoseModel, clearly_better, estimate, fit_alpha,
+                                  mahalanobis2, quat_from_yaw, yaw_from_quat)
 
 
 def test_yaw_quaternion_roundtrip_ros_order():
@@ -36,3 +36,11 @@ def test_fit_alpha_reaches_95_percent_coverage():
     assert abs(a - 2.0) < 0.1
     cover = np.mean(mahalanobis2(err, a * a * raw) <= CHI2_2D_95)
     assert abs(cover - 0.95) < 0.01
+
+
+def test_clearly_better_needs_more_than_two_trials_and_one_percent():
+    assert not clearly_better(0.43, 0.4275, 400)   # 1 trial of 400
+    assert clearly_better(0.964, 0.941, 222)       # 5 trials of 222
+    assert not clearly_better(0.70, 0.69, 100)     # 1 trial: 1 %, but not more than 2 trials
+    assert not clearly_better(0.9, 0.895, 2000)    # 10 trials, but 0.5 %
+    assert clearly_better(0.9, 0.88, 2000)

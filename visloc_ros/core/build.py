@@ -28,7 +28,7 @@ from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, best_first
 from .map_db import APPEARANCE, REGIONAL, MapData, Places, load_map, write_map
-from .pose import REFINE_CHOICES, PoseModel, estimate, fit_alpha, raw_covariance, weights
+from .pose import REFINE_CHOICES, TEMPERATURES, PoseModel, clearly_better, estimate, fit_alpha, raw_covariance, weights
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
 
@@ -127,17 +127,28 @@ RADIUS_CHOICES = (3.0, 10.0)  # consensus radius, in place spacings (used when c
 DEFAULT_REGIONAL_WEIGHT = 1.0
 
 
+def choose_setting(recall: dict, medians: dict, n: int, usual_t: float) -> tuple:
+    """The calibration's choice among (radius, averaging, temperature) keys: most held-out images within 3
+    spacings, then the lower median error, then the temperature nearest ``usual_t``; a temperature other than
+    ``usual_t`` only when it beats the best at ``usual_t`` clearly (:func:`.pose.clearly_better`, ``n`` trials)."""
+    best = max(recall, key=lambda k: (recall[k], -medians[k], -abs(np.log(k[2] / usual_t))))
+    usual = max((k for k in recall if k[2] == usual_t), key=lambda k: (recall[k], -medians[k]))
+    return best if clearly_better(recall[best], recall[usual], n) else usual
+
+
 def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseModel, config: LocalizerConfig,
               cnn: CnnDescriptor, encoder: Encoder, ds: Dataset, kept: np.ndarray, size: tuple[int, int],
               n_max: int = 200, seed: int = 0, progress: Progress | None = None,
               regional: np.ndarray | None = None, regional_weight: float = 0.0) -> tuple[PoseModel, dict]:
-    """Choose the consensus radius and pose averaging, and fit the covariance scale, on held-out map images.
+    """Choose the consensus radius, vote temperature and pose averaging, and fit the covariance scale, on held-out
+    map images.
 
     Each held-out image is left out of the map and localized twice (as is, and made night-like), ranked as the
     localizer will rank it (by the index; with ``regional`` descriptors of the places and a weight, by the
-    similarity fused with theirs over every other place); the (radius, averaging) that puts most of them within
-    3 place spacings of the truth wins (ties: lower median error), then ``alpha`` is fitted for it (95 %
-    coverage). A radius set by the user (``consensus_radius_m``) is kept.
+    similarity fused with theirs over every other place); the (radius, averaging, temperature) that puts most of
+    them within 3 place spacings of the truth wins (ties: lower median error, then the temperature nearest the
+    model's; a temperature other than the model's must win by more than 2 trials and 1 %), then ``alpha`` is fitted
+    for it (95 % coverage). A radius set by the user (``consensus_radius_m``) is kept.
     """
     rng = np.random.default_rng(seed)
     n = len(places)
@@ -190,16 +201,18 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
     recall, medians = {}, {}
     for rad in radii:
         for r in REFINE_CHOICES:
-            e = np.linalg.norm(run(replace(model, radius=rad, refine_spacings=r))[0], axis=1)
-            recall[rad, r], medians[rad, r] = float(np.mean(e <= 3.0 * model.spacing)), float(np.median(e))
-    best = max(recall, key=lambda k: (recall[k], -medians[k]))
-    model = replace(model, radius=best[0], refine_spacings=best[1])
+            for t in sorted(set(TEMPERATURES) | {model.temperature}):
+                e = np.linalg.norm(run(replace(model, radius=rad, refine_spacings=r, temperature=t))[0], axis=1)
+                recall[rad, r, t], medians[rad, r, t] = float(np.mean(e <= 3.0 * model.spacing)), float(np.median(e))
+    best = choose_setting(recall, medians, len(trials), model.temperature)
+    model = replace(model, radius=best[0], refine_spacings=best[1], temperature=best[2])
     errs, covs = run(model)
     model = replace(model, alpha=fit_alpha(errs, covs))
+    key = "radius_refine_temperature"
     return model, {"method": "leave-one-out on map images, clean + night-like", "n": len(trials),
                    "regional_weight": regional_weight if fused else 0.0,
-                   "within_3_spacings_by_radius_refine": {f"{k[0]:g}/{k[1]:g}": round(v, 3) for k, v in recall.items()},
-                   "median_error_by_radius_refine": {f"{k[0]:g}/{k[1]:g}": round(v, 3) for k, v in medians.items()},
+                   f"within_3_spacings_by_{key}": {"/".join(f"{v:g}" for v in k): round(x, 3) for k, x in recall.items()},
+                   f"median_error_by_{key}": {"/".join(f"{v:g}" for v in k): round(x, 3) for k, x in medians.items()},
                    "median_error": round(medians[best], 3)}
 
 

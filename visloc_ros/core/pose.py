@@ -35,6 +35,16 @@ def quat_from_yaw(yaw) -> np.ndarray:
 # pose averaging: the whole consensus mode (0), or only the places within 0.5 (the best place alone), 1 or 2 spacings
 # of its best place; chosen per map at build (held-out map images) and by `visloc tune` (a labelled run)
 REFINE_CHOICES = (0.0, 0.5, 1.0, 2.0)
+# temperature of the consensus vote: low, the best place decides; high, the runners-up's agreement does. Chosen per
+# map at build (held-out map images) and by `visloc tune` (a labelled run)
+TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
+
+
+def clearly_better(recall: float, baseline: float, n: int) -> bool:
+    """Whether a setting that gets ``recall`` of ``n`` trials right beats one that gets ``baseline`` by more than 2
+    trials and 1 % of them: a few trials are noise, not a fit (the rule of the build's and `visloc tune`'s
+    choices against their defaults)."""
+    return recall - baseline > max(2.0 / max(n, 1), 0.01) + 1e-9
 
 @dataclass(frozen=True)
 class PoseModel:

@@ -29,14 +29,13 @@ import numpy as np
 from .appearance import fuse
 from .errors import DatasetError
 from .localizer import DENSE_MAX, Embedding, Localizer
-from .pose import CHI2_2D_95, REFINE_CHOICES, fit_alpha, mahalanobis2
+from .pose import CHI2_2D_95, REFINE_CHOICES, TEMPERATURES, clearly_better, fit_alpha, mahalanobis2
 from .temporal import FilterParams, SequenceFilter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
 APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs the global descriptor; 0 = off
 REGIONAL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)  # the CNN's regional descriptor vs its global one; 0 = off
-TEMPERATURES = (0.01, 0.02, 0.05, 0.1)  # of the single-image vote (plus the map's own); low: the best place decides
 
 
 def coverage_target(frames: int) -> float:
@@ -110,7 +109,7 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         # 1 % of the frames: a few frames are noise, not a fit.
         best = max(keys, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -(k[0] + k[1]),
                                         -abs(np.log(k[2] / default_t)), -abs(k[3] - built_refine)))
-        return own if recall[best] - recall[own] <= max(2.0 / len(frames), 0.01) + 1e-9 else best
+        return best if clearly_better(recall[best], recall[own], len(frames)) else own
 
     try:
         for k in grid:
