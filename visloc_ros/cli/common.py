@@ -25,7 +25,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "`visloc tune`, 0 until tuned; 0 = off)")
     p.add_argument("--regional-weight", type=float, metavar="W",
                    help="weight of the regional CNN descriptor against the global one (default: the map's fit "
-                        "from `visloc tune`, 0 until tuned; 0 = off)")
+                        "from `visloc tune`; until tuned the build's, 1 on maps built with regional descriptors; 0 = off)")
 
 
 def config_from(args: argparse.Namespace, **extra):
