@@ -79,6 +79,35 @@ def test_map_from_bag_and_bag_eval(tmp_path, seq_csv, synth_xy):
     assert r.returncode == 1 and "does not exist" in r.stderr
 
 
+def test_keyframes_drop_a_stop_and_keep_a_turn(tmp_path, synth_xy):
+    """A mapping run that drives 1 m per frame, stands still for frames 5-9, then turns on the spot (frames
+    15-17, 30 degrees each): keyframes by travel drop the stop's copies, by turn they keep the turn."""
+    rows = list(csv.DictReader(open(synth_xy[0])))[:20]
+    x, yaw, out = 0.0, 0.0, tmp_path / "run.csv"
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["image", "x", "y", "yaw"])
+        w.writeheader()
+        for i, r in enumerate(rows):
+            if 15 <= i <= 17:
+                yaw += 30.0
+            elif not 5 <= i <= 9:
+                x += 1.0
+            w.writerow({"image": str(synth_xy[0].parent / r["image"]), "x": x, "y": 0.0, "yaw": yaw})
+    bag = tmp_path / "run.mcap"
+    csv_to_bag(out, bag)
+
+    def kept(**kw):
+        ds = tmp_path / f"ds{len(kw)}{sorted(kw.items())}"
+        got = list(csv.DictReader(open(bag_to_dataset(bag, IMAGE_TOPIC, GT_TOPIC, ds, **kw))))
+        return [float(r["x"]) for r in got]
+
+    assert len(kept()) == 20                                   # off by default: every image
+    by_travel = kept(min_travel_m=0.5)
+    assert len(by_travel) == 20 - 5 - 3 and by_travel == sorted(set(by_travel))  # no stop copies, no turn frames
+    assert len(kept(min_travel_m=0.5, min_turn_deg=20.0)) == 20 - 5  # the turn on the spot is kept
+    assert kept(min_travel_m=2.5) == [1.0, 4.0, 7.0, 10.0]     # x runs 1..12: the first image at least 2.5 m on
+
+
 def test_bag_dataset_needs_matching_poses(tmp_path, synth_xy):
     bag = tmp_path / "b.mcap"
     csv_to_bag(synth_xy[1], bag)
@@ -107,9 +136,10 @@ def test_play_into_the_node_over_dds(tmp_path, seq_csv, xy_map):
         end = time.time() + 30
         while time.time() < end and not client.get_publishers_info_by_topic("/visloc/pose"):
             rclpy.spin_once(client, timeout_sec=0.1)
-        time.sleep(2.0)  # the node subscribes once active
+        # the node subscribes once active (a loaded machine takes seconds): the player waits for it
         player = subprocess.Popen([str(bindir / "visloc"), "bag", "play", str(bag), "--topics", IMAGE_TOPIC,
-                                   "--remap", f"{IMAGE_TOPIC}:=/replay/image", "--rate", "0.5"],
+                                   "--remap", f"{IMAGE_TOPIC}:=/replay/image", "--rate", "0.5",
+                                   "--wait-for-subscribers", "30"],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         end = time.time() + 60
         while time.time() < end and player.poll() is None:  # playing: 15 frames at half speed, ~1.5 s

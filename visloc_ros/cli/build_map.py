@@ -22,6 +22,11 @@ def add_parser(sub) -> None:
     p.add_argument("--pose-topic", default="/ground_truth/pose",
                    help="with --bag: PoseStamped, PoseWithCovarianceStamped or Odometry in the map frame")
     p.add_argument("--every", type=int, default=1, help="with --bag: keep every N-th image (default 1)")
+    p.add_argument("--min-travel", type=float, default=0.0, metavar="M",
+                   help="with --bag: keep an image only once the robot has moved M metres (or turned --min-turn) "
+                        "since the last one kept: drops the copies of one spot a stop leaves (default 0 = off)")
+    p.add_argument("--min-turn", type=float, default=0.0, metavar="DEG",
+                   help="with --bag: ... or turned DEG degrees (default 0 = off)")
     p.add_argument("--out", required=True, metavar="MAPDIR", help="map folder to write (atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing map folder")
     p.add_argument("--session", default="map", help="name of this capture session (default: map)")
@@ -47,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
         from ..tools.bag import bag_to_dataset
         folder = Path(str(Path(args.out).absolute()) + ".images")
-        csv_path = bag_to_dataset(args.bag, args.image_topic, args.pose_topic, folder, every=args.every)
+        csv_path = bag_to_dataset(args.bag, args.image_topic, args.pose_topic, folder, every=args.every,
+                                  min_travel_m=args.min_travel, min_turn_deg=args.min_turn)
         log.info("extracted %s", csv_path)
         ds = read_csv(csv_path)
     else:

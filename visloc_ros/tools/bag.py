@@ -299,13 +299,24 @@ def image_stream(path: str | Path, topic: str):
             yield t, e
 
 
+def turn_deg(q1: np.ndarray, q2: np.ndarray) -> float:
+    """The angle (degrees) of the rotation between two unit quaternions (x, y, z, w)."""
+    return float(np.degrees(2.0 * np.arccos(min(1.0, abs(float(np.dot(q1, q2)))))))
+
+
 def bag_to_dataset(bag: str | Path, image_topic: str, pose_topic: str, out_dir: str | Path,
-                   max_gap_s: float = 0.05, every: int = 1) -> Path:
-    """Extract images with the pose nearest in time (within ``max_gap_s``) to PNGs + a CSV dataset."""
+                   max_gap_s: float = 0.05, every: int = 1, min_travel_m: float = 0.0,
+                   min_turn_deg: float = 0.0) -> Path:
+    """Extract images with the pose nearest in time (within ``max_gap_s``) to PNGs + a CSV dataset.
+
+    ``every``: keep every N-th of them. ``min_travel_m`` / ``min_turn_deg`` (keyframes, 0 = off): keep an image
+    only once the robot has moved that far, or turned that much, since the last image kept: a mapping run that
+    stood still (waiting at a door) would otherwise fill the map with copies of one spot."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     tt, pp, qq = pose_track(bag, pose_topic)
-    rows, k = [], 0
+    rows, k, last = [], 0, None
+    keyframes = min_travel_m > 0 or min_turn_deg > 0
     for t, rgb in image_stream(bag, image_topic):
         if isinstance(rgb, Exception):
             continue
@@ -315,6 +326,12 @@ def bag_to_dataset(bag: str | Path, image_topic: str, pose_topic: str, out_dir: 
         k += 1
         if (k - 1) % every:
             continue
+        if keyframes and last is not None:
+            moved = min_travel_m > 0 and float(np.linalg.norm(pp[j] - pp[last])) >= min_travel_m
+            turned = min_turn_deg > 0 and turn_deg(qq[j], qq[last]) >= min_turn_deg
+            if not (moved or turned):
+                continue
+        last = j
         name = f"images/{t}.png"
         cv2.imwrite(str(out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         rows.append({"image": name, "stamp_ns": t, "x": pp[j, 0], "y": pp[j, 1], "z": pp[j, 2],
