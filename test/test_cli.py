@@ -85,6 +85,10 @@ def test_bad_csvs(tmp_path):
     _one_line_error(run_visloc("build-map", "--images-csv", str(nopos), "--out", str(tmp_path / "m")),
                     "no position columns")
     assert not (tmp_path / "m").exists()
+    for flag, value, says in (("--every", "0", "must be at least 1"), ("--min-travel", "-1", "must be at least 0"),
+                              ("--min-turn", "ten", "not a number")):
+        r = run_visloc("build-map", "--bag", str(tmp_path / "b.mcap"), flag, value, "--out", str(tmp_path / "m"))
+        assert r.returncode == 2 and says in r.stderr.strip().splitlines()[-1]
 
 
 def test_bad_maps(tmp_path, xy_map, synth_xy):

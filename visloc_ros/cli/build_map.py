@@ -10,6 +10,18 @@ from .common import add_config_args, config_from, progress_factory
 log = logging.getLogger("visloc")
 
 
+def _at_least(lo: float, kind=float):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {text}")
+        return v
+    return parse
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("build-map", help="build a map folder from images with positions",
                        description="Build a map: CNN descriptors, per-map encoder, SOM index, calibrated covariance.")
@@ -21,11 +33,11 @@ def add_parser(sub) -> None:
     p.add_argument("--image-topic", default="/camera/image_raw", help="with --bag (default /camera/image_raw)")
     p.add_argument("--pose-topic", default="/ground_truth/pose",
                    help="with --bag: PoseStamped, PoseWithCovarianceStamped or Odometry in the map frame")
-    p.add_argument("--every", type=int, default=1, help="with --bag: keep every N-th image (default 1)")
-    p.add_argument("--min-travel", type=float, default=0.0, metavar="M",
+    p.add_argument("--every", type=_at_least(1, int), default=1, help="with --bag: keep every N-th image (default 1)")
+    p.add_argument("--min-travel", type=_at_least(0.0), default=0.0, metavar="M",
                    help="with --bag: keep an image only once the robot has moved M metres (or turned --min-turn) "
                         "since the last one kept: drops the copies of one spot a stop leaves (default 0 = off)")
-    p.add_argument("--min-turn", type=float, default=0.0, metavar="DEG",
+    p.add_argument("--min-turn", type=_at_least(0.0), default=0.0, metavar="DEG",
                    help="with --bag: ... or turned DEG degrees (default 0 = off)")
     p.add_argument("--out", required=True, metavar="MAPDIR", help="map folder to write (atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing map folder")
