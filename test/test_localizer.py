@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -197,3 +198,22 @@ def test_maps_above_dense_max_fuse_the_index_candidates(synth_xy, tmp_path, monk
     want = fuse(np.asarray(m.latents)[ids] @ e.latent, [(unit(reg[ids] - mu) @ unit(e.regional - mu), 1.0)])
     f = loc.localize_embedding(e)
     np.testing.assert_array_equal(f.candidate_ids, ids[np.argsort(-want)][:len(f.candidate_ids)])
+
+
+def test_a_localizer_keeps_blas_to_one_thread(xy_map):
+    """OpenBLAS threads busy-wait after each call and take a core from the CNN: a Localizer limits numpy's BLAS
+    to one thread (checked in a fresh process)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from threadpoolctl import threadpool_info; import numpy; "
+            "from visloc_ros.core.localizer import Localizer; "
+            "n = lambda: [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']; "
+            "Localizer(sys.argv[1]); print(json.dumps(n()))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code, str(xy_map)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert after and all(n == 1 for n in after)

@@ -76,3 +76,20 @@ def test_hub_prior_marks_the_place_that_resembles_every_other(xy_map, tmp_path):
     zs = (s - s.mean()) / s.std()
     np.testing.assert_allclose(with_prior, zs - filt._hubness, rtol=1e-4, atol=1e-5)
     assert int(np.argmax(with_prior)) == 3
+
+
+def test_filter_fix_is_the_localizers_own(xy_map):
+    """On a map ranked by fused similarity the filter computes the frame's similarity to every place once and
+    hands it to the single-image fix: its candidates are exactly those the localizer finds on its own."""
+    from dataclasses import replace
+
+    loc = Localizer(xy_map)
+    assert loc.fused  # built with regional descriptors, weight 1
+    places = load_map(xy_map).places
+    e = loc.embed(view(draw_scene(1 * 100003 + int(places.images[5].split("/")[1][:5])),
+                       np.random.default_rng(3), night=True))
+    own = loc.localize_embedding(replace(e, timings_ms={}))
+    fix = SequenceFilter(loc, FilterParams(particles=200)).update_embedding(replace(e, timings_ms={}))
+    np.testing.assert_array_equal(fix.candidate_ids, own.candidate_ids)
+    np.testing.assert_allclose(fix.candidate_scores, own.candidate_scores, rtol=1e-6)
+    assert fix.timings_ms["index"] > 0 and fix.timings_ms["sequence"] > 0

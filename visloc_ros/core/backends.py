@@ -18,6 +18,18 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
+def one_blas_thread() -> None:
+    """Limit numpy's BLAS (OpenBLAS) to one thread in this process, for per-frame localization.
+
+    The numpy work per frame is matrix-vector sized (a query against every place); OpenBLAS's worker threads
+    busy-wait after each call and take a core from ONNX Runtime's next CNN run: on 2 cores the CNN took
+    p50 18-24 ms in the pipeline instead of 13 ms (``benchmarks/bench_pipeline.py``). Map building, which does
+    large products, does not call this."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class Backend(Protocol):
     """A loaded model: one input array in, one output array out."""
 

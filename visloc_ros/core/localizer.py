@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .appearance import fuse, thumbnail
+from .backends import one_blas_thread
 from .config import LocalizerConfig
 from .descriptor import CnnDescriptor, centred, default_cnn_path, regional_mean, sha256_file
 from .encoder import Encoder
@@ -82,6 +83,7 @@ class Localizer:
 
     def __init__(self, map_path: str | Path | MapData, config: LocalizerConfig | None = None,
                  cnn_model: str | Path | None = None):
+        one_blas_thread()
         self.config = config or LocalizerConfig(map_path=str(map_path))
         self.map = map_path if isinstance(map_path, MapData) else load_map(map_path)
         meta = self.map.meta

@@ -203,15 +203,16 @@ class SequenceFilter:
         self.odo_sum = np.zeros(2)
         self.hist.clear()
 
-    def _evidence(self, e: Embedding, fix: Fix, rate: float) -> np.ndarray:
+    def _evidence(self, e: Embedding, fix: Fix, rate: float, sims: np.ndarray | None = None) -> np.ndarray:
         """Per-place evidence of this frame: the similarity to every place (latents, fused with the appearance
         thumbnails and regional descriptors at the map's weights; the index's scored places on maps above ``dense_max``, the rest at their
         minimum) as a z-score over the places (what one frame says,
         whatever the image's overall contrast), minus each place's own running mean of it (hub suppression:
-        places that answer every frame, and the stretch the robot sees all the time, count less)."""
+        places that answer every frame, and the stretch the robot sees all the time, count less). ``sims``: the
+        frame's similarity to every place when the caller has it already."""
         n = len(self.loc.map)
         if self._dense:
-            s = self.loc.similarities(e)
+            s = self.loc.similarities(e) if sims is None else sims
         else:
             s = np.full(n, float(fix.candidate_scores.min()), np.float32)
             s[fix.candidate_ids] = fix.candidate_scores
@@ -281,12 +282,18 @@ class SequenceFilter:
                          odom_delta: np.ndarray | None = None) -> Fix:
         """The filter step on a frame's embedding (see :meth:`update`)."""
         loc, p, s = self.loc, self.p, self.spacing
-        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else p.candidates)
+        sims, t_sims = None, 0.0
+        if self._dense and loc.fused:  # the fix ranks every place by this too: compute it once, for both
+            t0 = time.perf_counter()
+            sims = loc.similarities(emb)
+            t_sims = (time.perf_counter() - t0) * 1e3
+        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else p.candidates, fused=sims)
+        fix.timings_ms["index"] = fix.timings_ms.get("index", 0.0) + t_sims
         fix.stamp = stamp
         if odom_pose is not None:
             odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
-        e = self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom)
+        e = self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom, sims)
         beta = p.beta_odom if odom_delta is not None else p.beta
         top = np.argpartition(-e, p.hypotheses - 1)[:p.hypotheses] if len(e) > p.hypotheses else np.arange(len(e))
         cxy = loc.map.places.xyz[top, :2]
