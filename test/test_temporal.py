@@ -93,3 +93,29 @@ def test_filter_fix_is_the_localizers_own(xy_map):
     np.testing.assert_array_equal(fix.candidate_ids, own.candidate_ids)
     np.testing.assert_allclose(fix.candidate_scores, own.candidate_scores, rtol=1e-6)
     assert fix.timings_ms["index"] > 0 and fix.timings_ms["sequence"] > 0
+
+
+def test_estimate_reports_the_heavier_mode_with_its_spread(xy_map):
+    """The estimate starts its mean shift where the particles' weight is densest: with two clusters it reports the
+    one holding most of the weight (not the one with most particles), at its centre, with the cluster's own
+    spread plus the place spacing as covariance; a few particles strewn kilometres away change nothing."""
+    loc = Localizer(xy_map)
+    s = loc.pose_model.spacing
+    filt = SequenceFilter(loc, FilterParams(particles=2000))
+    rng = np.random.default_rng(0)
+    heavy, light = np.array([10.0, 5.0]) * s, np.array([-20.0, 0.0]) * s
+    pos = np.vstack([heavy + rng.normal(0, 0.6 * s, (600, 2)), light + rng.normal(0, 0.6 * s, (1390, 2)),
+                     rng.uniform(-1e5, 1e5, (10, 2))])
+    w = np.r_[np.full(600, 0.7 / 600), np.full(1390, 0.299 / 1390), np.full(10, 0.001 / 10)]
+    filt.pos = pos
+    fix = loc.localize_embedding(Embedding(load_map(xy_map).latents[0]))
+    mass = filt._estimate(fix, w, None, odom=False)
+    assert np.linalg.norm(fix.xyz[:2] - heavy) < 0.2 * s
+    assert 0.69 < mass < 0.71
+    expected = np.cov(pos[:600].T, bias=True) + s * s * np.eye(2)
+    np.testing.assert_allclose(fix.cov2, expected, rtol=0.1, atol=0.05 * s * s)
+    # both clusters equally heavy but the lighter one spread wide: the compact one is the mode
+    filt.pos = np.vstack([heavy + rng.normal(0, 0.6 * s, (1000, 2)), light + rng.normal(0, 6 * s, (1000, 2))])
+    filt.centre = None
+    filt._estimate(fix, np.full(2000, 1 / 2000), None, odom=False)
+    assert np.linalg.norm(fix.xyz[:2] - heavy) < 0.2 * s

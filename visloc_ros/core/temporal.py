@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from .appearance import zscore
@@ -88,8 +89,6 @@ class PlaceLookup:
 
     def __init__(self, xy: np.ndarray, spacing: float, far_m: float, margin_m: float,
                  max_pixels: int = 4_000_000):
-        import cv2
-
         cell = spacing / 2.0
         lo = xy.min(0) - margin_m
         ext = xy.max(0) + margin_m - lo
@@ -172,6 +171,7 @@ class SequenceFilter:
                                   (params.far_spacings + 1) * self.spacing)
         self._dense = len(xy) <= params.dense_max
         self._hubness = self._map_hubness() if params.hub_prior and self._dense else None
+        self._grid = None  # the density grid of the estimate (see _densest)
         self.reset()
 
     def _map_hubness(self, pairs: int = 4_000_000, chunk: int = 250) -> np.ndarray:
@@ -354,14 +354,38 @@ class SequenceFilter:
     def _mode(self, start: np.ndarray, w: np.ndarray, r: float) -> tuple[np.ndarray, float]:
         """Mean shift from ``start`` with particle weights ``w``; returns the mode and the weight within ``r``."""
         pos = self.pos
-        centre = start
-        near = np.zeros(len(pos), bool)
+        centre, mass = start, 0.0
         for _ in range(3):
-            near = ((pos - centre) ** 2).sum(1) <= r * r
-            if not near.any():
+            d = pos - centre
+            wn = np.where(np.einsum("ij,ij->i", d, d) <= r * r, w, 0.0)
+            mass = float(wn.sum())
+            if mass <= 0.0:
                 break
-            centre = (w[near, None] * pos[near]).sum(0) / w[near].sum()
-        return centre, float(w[near].sum())
+            centre = (wn @ pos) / mass
+        return centre, mass
+
+    def _densest(self, w: np.ndarray, r: float) -> np.ndarray:
+        """Where the particles' weight is densest: a weighted histogram of the particles on a grid of cells
+        ``2r/3`` wide over the map (particles off the map are left out: they cannot hold the mode), summed over
+        3 x 3 cells (a square about the size of the mode's disc); the weighted mean of the particles in the best
+        window is where the mean shift starts."""
+        if self._grid is None or self._grid[1] != r:
+            lo, hi = self.lookup.lo, self.lookup.lo + np.array([self.lookup.w, self.lookup.h]) * self.lookup.cell
+            cell = 2.0 * r / 3.0
+            while np.prod(np.ceil((hi - lo) / cell)) > 1_000_000:
+                cell *= 1.5
+            self._grid = (lo, r, cell, np.ceil((hi - lo) / cell).astype(int))
+        lo, _, cell, (w_cells, h_cells) = self._grid
+        ij = np.floor((self.pos - lo) / cell).astype(np.int64)
+        inside = (ij[:, 0] >= 0) & (ij[:, 0] < w_cells) & (ij[:, 1] >= 0) & (ij[:, 1] < h_cells)
+        if not inside.any():
+            return self.pos[int(np.argmax(w))]
+        grid = np.bincount(ij[inside, 1] * w_cells + ij[inside, 0], weights=w[inside],
+                           minlength=w_cells * h_cells).reshape(h_cells, w_cells)
+        grid = cv2.boxFilter(grid, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        best = np.array(np.unravel_index(int(np.argmax(grid)), grid.shape))[::-1]
+        wn = np.where(inside & (np.abs(ij - best).max(1) <= 1), w, 0.0)
+        return (wn @ self.pos) / wn.sum()
 
     def _estimate(self, fix: Fix, w: np.ndarray, shift: np.ndarray | None, odom: bool) -> float:
         """The main mode of the particles and its covariance: the spread of the mode's own particles while it
@@ -373,17 +397,15 @@ class SequenceFilter:
         estimate flicker between modes, while a kidnapped robot's new mode still takes over. Returns the weight
         of the reported mode."""
         pos, s = self.pos, self.spacing
-        n = len(pos)
         r = self.p.mode_radius_spacings * s
-        probe = pos[:: max(1, n // 100)]
-        dens = ((probe ** 2).sum(1)[:, None] - 2.0 * probe @ pos.T + (pos ** 2).sum(1)[None]) <= r * r
-        centre, mass = self._mode(probe[int(np.argmax(dens @ w))], w, r)
+        centre, mass = self._mode(self._densest(w, r), w, r)
         if self.centre is not None and shift is not None:
             kept, kept_mass = self._mode(self.centre + shift, w, r)
             if kept_mass >= self.p.min_track_mass and mass < self.p.switch_ratio * kept_mass:
                 centre = kept
         self.centre = centre
-        near = ((pos - centre) ** 2).sum(1) <= r * r
+        d = pos - centre
+        near = np.einsum("ij,ij->i", d, d) <= r * r
         mode_mass = float(w[near].sum())
         # the reported position: the densest part of the mode (a wide mode's mean is pulled off a curved path)
         centre, _ = self._mode(centre, w, self.p.fine_radius_spacings * s)
