@@ -30,7 +30,7 @@ from .localizer import DENSE_MAX, Embedding, Fix, Localizer
 
 @dataclass(frozen=True)
 class FilterParams:
-    particles: int = 2000
+    particles: int = 4000
     beta: float = 1.0             # log-likelihood per unit of evidence (z-score) without odometry
     beta_odom: float = 3.0        # ... with odometry (sharp, but bounded by odom_floor)
     odom_floor: float = 1.0       # with odometry: one frame favours a particle at most (1 + 1/floor) x
