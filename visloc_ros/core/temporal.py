@@ -171,7 +171,7 @@ class SequenceFilter:
                                   (params.far_spacings + 1) * self.spacing)
         self._dense = len(xy) <= params.dense_max
         self._hubness = self._map_hubness() if params.hub_prior and self._dense else None
-        self._grid = None  # the density grid of the estimate (see _densest)
+        self._grid = self._density_grid(params.mode_radius_spacings * self.spacing)
         self.reset()
 
     def _map_hubness(self, pairs: int = 4_000_000, chunk: int = 250) -> np.ndarray:
@@ -351,31 +351,39 @@ class SequenceFilter:
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
         return fix
 
+    def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
+        """Which particles lie within ``r`` of ``centre``."""
+        d = self.pos - centre
+        return np.einsum("ij,ij->i", d, d) <= r * r
+
     def _mode(self, start: np.ndarray, w: np.ndarray, r: float) -> tuple[np.ndarray, float]:
         """Mean shift from ``start`` with particle weights ``w``; returns the mode and the weight within ``r``."""
-        pos = self.pos
         centre, mass = start, 0.0
         for _ in range(3):
-            d = pos - centre
-            wn = np.where(np.einsum("ij,ij->i", d, d) <= r * r, w, 0.0)
+            wn = np.where(self._within(centre, r), w, 0.0)
             mass = float(wn.sum())
             if mass <= 0.0:
                 break
-            centre = (wn @ pos) / mass
+            centre = (wn @ self.pos) / mass
         return centre, mass
 
-    def _densest(self, w: np.ndarray, r: float) -> np.ndarray:
-        """Where the particles' weight is densest: a weighted histogram of the particles on a grid of cells
-        ``2r/3`` wide over the map (particles off the map are left out: they cannot hold the mode), summed over
-        3 x 3 cells (a square about the size of the mode's disc); the weighted mean of the particles in the best
-        window is where the mean shift starts."""
-        if self._grid is None or self._grid[1] != r:
-            lo, hi = self.lookup.lo, self.lookup.lo + np.array([self.lookup.w, self.lookup.h]) * self.lookup.cell
-            cell = 2.0 * r / 3.0
-            while np.prod(np.ceil((hi - lo) / cell)) > 1_000_000:
-                cell *= 1.5
-            self._grid = (lo, r, cell, np.ceil((hi - lo) / cell).astype(int))
-        lo, _, cell, (w_cells, h_cells) = self._grid
+    def _density_grid(self, r: float) -> tuple[np.ndarray, float, int, int]:
+        """The estimate's density grid over the map (the place lookup's extent): origin, cell size (``2r/3``, larger
+        on maps that would need more than a million cells) and its width and height in cells."""
+        lo = self.lookup.lo
+        ext = np.array([self.lookup.w, self.lookup.h]) * self.lookup.cell
+        cell = 2.0 * r / 3.0
+        while np.prod(np.ceil(ext / cell)) > 1_000_000:
+            cell *= 1.5
+        w_cells, h_cells = np.ceil(ext / cell).astype(int)
+        return lo, cell, int(w_cells), int(h_cells)
+
+    def _densest(self, w: np.ndarray) -> np.ndarray:
+        """Where the particles' weight is densest: a weighted histogram of the particles on the density grid
+        (particles off the map are left out: they cannot hold the mode), summed over 3 x 3 cells (a square about
+        the size of the mode's disc); the weighted mean of the particles in the best window is where the mean shift
+        starts."""
+        lo, cell, w_cells, h_cells = self._grid
         ij = np.floor((self.pos - lo) / cell).astype(np.int64)
         inside = (ij[:, 0] >= 0) & (ij[:, 0] < w_cells) & (ij[:, 1] >= 0) & (ij[:, 1] < h_cells)
         if not inside.any():
@@ -398,14 +406,13 @@ class SequenceFilter:
         of the reported mode."""
         pos, s = self.pos, self.spacing
         r = self.p.mode_radius_spacings * s
-        centre, mass = self._mode(self._densest(w, r), w, r)
+        centre, mass = self._mode(self._densest(w), w, r)
         if self.centre is not None and shift is not None:
             kept, kept_mass = self._mode(self.centre + shift, w, r)
             if kept_mass >= self.p.min_track_mass and mass < self.p.switch_ratio * kept_mass:
                 centre = kept
         self.centre = centre
-        d = pos - centre
-        near = np.einsum("ij,ij->i", d, d) <= r * r
+        near = self._within(centre, r)
         mode_mass = float(w[near].sum())
         # the reported position: the densest part of the mode (a wide mode's mean is pulled off a curved path)
         centre, _ = self._mode(centre, w, self.p.fine_radius_spacings * s)
