@@ -23,7 +23,7 @@ def test_build_localize_eval(tmp_path, synth_geo):
     r = run_visloc("build-map", "--images-csv", str(map_csv), "--out", str(m), "--encoder-steps", "100",
                    "--latent-dim", "64")
     assert r.returncode == 0, r.stderr
-    assert "30 places" in r.stdout and "georeferenced" in r.stdout
+    assert "30 places" in r.stdout and "georeferenced" in r.stdout and "encoder trained on " in r.stdout
     pred = tmp_path / "pred.csv"
     r = run_visloc("localize", "--map", str(m), "--images-csv", str(q_csv), "--out", str(pred))
     assert r.returncode == 0, r.stderr
@@ -74,6 +74,13 @@ def test_corrupt_images_are_skipped_or_fail_cleanly(tmp_path, synth_xy):
     r = run_visloc("build-map", "--images-csv", str(work / "map.csv"), "--out", str(tmp_path / "m2"))
     _one_line_error(r, "none of the 30 images could be read")
     assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2*"))
+
+
+def test_unknown_training_device_fails_before_any_work(tmp_path, synth_xy):
+    r = run_visloc("build-map", "--images-csv", str(synth_xy[0]), "--out", str(tmp_path / "m"),
+                   "--train-device", "tpu")
+    _one_line_error(r, "unknown training device 'tpu'")
+    assert not (tmp_path / "m").exists()
 
 
 def test_bad_csvs(tmp_path):

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--metric-learning", type=int, default=0, metavar="K",
                    help="train the encoder with a metric loss on the map's geometry using K night/weather-like "
                         "copies of each map image (default 0 = plain autoencoder; see the README ablation)")
+    p.add_argument("--train-device", default="auto", metavar="DEV",
+                   help="where the encoder trains: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda "
+                        "or cuda:N (default auto)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -76,10 +79,12 @@ def run(args: argparse.Namespace) -> int:
     m = build_map(ds, args.out, cfg, session=args.session, overwrite=args.force, progress=progress_factory(args),
                   training=EncoderTraining(latent_dim=args.latent_dim, steps=args.encoder_steps,
                                            degraded_per_image=max(args.metric_learning, 0),
-                                           metric_weight=1.0 if args.metric_learning > 0 else 0.0))
+                                           metric_weight=1.0 if args.metric_learning > 0 else 0.0,
+                                           device=args.train_device))
     meta = m.meta
     print(f"map {m.path}: {len(m)} places ({meta['skipped_images']} images skipped), "
           f"SOM {meta['som']['rows']}x{meta['som']['cols']}, latent {meta['encoder']['latent_dim']}, "
           f"{'georeferenced' if meta['georeferenced'] else 'local frame'}, "
-          f"covariance scale {meta['pose_model']['alpha']:.2f}, built in {time.perf_counter() - t0:.1f} s")
+          f"covariance scale {meta['pose_model']['alpha']:.2f}, encoder trained on {meta['encoder']['device']} "
+          f"in {meta['encoder']['train_seconds']:.1f} s, built in {time.perf_counter() - t0:.1f} s")
     return 0

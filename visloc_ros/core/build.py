@@ -23,7 +23,7 @@ from .config import LocalizerConfig
 from .dataset import Dataset
 from .descriptor import (CNN_FILE, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred,
                          default_cnn_path, regional_mean, sha256_file)
-from .encoder import Encoder, EncoderTraining, train_encoder
+from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, best_first
@@ -224,6 +224,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
     out = Path(out)
     if out.exists() and not overwrite:
         raise MapError(f"{out} already exists (use --force to replace it)")
+    train_device(training.device)  # a training device that cannot be had fails now, not after the CNN pass
     datum = None
     if ds.georeferenced:
         datum = datum_for(ds.latlonalt[:, 0], ds.latlonalt[:, 1], ds.latlonalt[:, 2])
