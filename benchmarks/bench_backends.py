@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from visloc_ros.core.backends import OnnxRuntimeBackend, ort_gpu_providers
-from visloc_ros.core.descriptor import default_cnn_path
+from visloc_ros.core.descriptor import CnnDescriptor, default_cnn_path
 from visloc_ros.core.synthetic import draw_scene
 from visloc_ros.core.trt_backend import TensorRTBackend, cnn_profile, encoder_profile, tensorrt_missing
 
@@ -33,14 +33,14 @@ def timeit(fn, x, n):
     return np.array(t)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--map", required=True, help="a map folder (its encoder.onnx is benchmarked)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     cnn, enc = default_cnn_path(), Path(a.map) / "encoder.onnx"
     img1 = draw_scene(7)[None]
     imgs = np.stack([draw_scene(7 + i) for i in range(a.batch)])
@@ -57,7 +57,7 @@ def main() -> None:
            "gpu_providers": gpu, "results": {}}
     for name, make in backends.items():
         c = make(cnn, cnn_profile(320, 240, max(a.batch, 1)))
-        d = c.run(imgs)
+        d = CnnDescriptor(cnn, _backend=c).batch(imgs)  # the global part of the CNN's output feeds the encoder
         e = make(enc, encoder_profile(d.shape[1], max(a.batch, 64)))
         r = {}
         for label, fn, x in (("cnn_b1", c.run, img1), (f"cnn_b{a.batch}", c.run, imgs),
@@ -72,6 +72,7 @@ def main() -> None:
         e.close()
     if a.json:
         Path(a.json).write_text(json.dumps(rep, indent=2))
+    return rep
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class LocalFeatures:
         return 0 if mask is None else int(mask.sum())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--map", required=True)
     ap.add_argument("--images-csv", required=True)
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20, help="candidates re-ranked (default 20)")
     ap.add_argument("--detector", choices=["sift", "orb"], default="sift")
     ap.add_argument("--json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
 
     loc = Localizer(a.map, LocalizerConfig(map_path=a.map, appearance_weight=0.0, regional_weight=0.0, top_k=a.k))
     if loc.map.appearance is None:
@@ -124,7 +124,7 @@ def main() -> None:
         pick = np.argmax(inl + w * zscore(cnn), 1)
         report["local_features"][f"w={w:g}"] = float(ok[rows, pick].mean())
     for w in THUMB_WEIGHTS:
-        pick = np.argmax(fuse(cnn, app, w), 1)
+        pick = np.argmax(fuse(cnn, [(app, w)]), 1)
         report["thumbnails"][f"w={w:g}"] = float(ok[rows, pick].mean())
     right, wrong = inl[ok], inl[~ok]
     report["median_inliers_right_wrong"] = [float(np.median(right)) if right.size else None,
@@ -138,6 +138,7 @@ def main() -> None:
     print("  thumbnails: " + ", ".join(f"{n} {100 * v:.1f} %" for n, v in report["thumbnails"].items()))
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":
