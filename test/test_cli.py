@@ -131,6 +131,12 @@ def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
     m = tmp_path / "map"
     shutil.copytree(xy_map, m)
     before = (m / "map.yaml").read_text()
+    assert yaml.safe_load(before)["sequence"]["without_odometry"]["method"].startswith("self")  # the build's
+    r = run_visloc("tune", "--map", str(m), "--self", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "self-calibration on 30 map images" in r.stdout and (m / "map.yaml").read_text() == before
+    _one_line_error(run_visloc("tune", "--map", str(m)), "needs --images-csv and --radius")
+    _one_line_error(run_visloc("tune", "--map", str(m), "--self", "--radius", "4"), "--self takes no labelled run")
     stream = str(synth_xy[0])  # the map's own images, in the order they were taken
     r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1", "--dry-run")
     assert r.returncode == 0, r.stderr
@@ -142,6 +148,7 @@ def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
     assert fit["frames"] == 30 and fit["radius"] == 4.0 and fit["cov_scale"] > 0 and fit["tuned_on"] == stream
     assert "single images: appearance weight" in r.stdout
     assert meta["single"]["frames"] == 30 and meta["single"]["alpha"] > 0 and "appearance_weight" in meta["single"]
+    assert "method" not in fit  # the labelled fit replaced the build's self-calibration
     r = run_visloc("localize", "--sequence", "--map", str(m), "--images-csv", str(synth_xy[1]),
                    "--out", str(tmp_path / "p.csv"))
     assert r.returncode == 0, r.stderr

@@ -107,8 +107,10 @@ def test_add_places_grows_the_map(tmp_path):
         w = csv.DictWriter(fh, ["image", "x", "y"])
         w.writeheader()
         w.writerows(rows)
+    assert m.meta["sequence"]["without_odometry"]["frames"] == 20  # the build's self-calibration
     m2 = add_places(m.path, read_csv(b[0].parent / "shifted.csv"), "second")
     assert len(m2) == 40 and m2.meta["sessions"] == ["map", "second"]
+    assert m2.meta["sequence"]["without_odometry"]["frames"] == 40  # redone over the grown map
     assert m2.meta["encoder"]["sha256"] == m.meta["encoder"]["sha256"]  # nothing retrained
     assert m.meta["appearance"] == {"file": "appearance.npy", "thumbnail": [64, 32], "patch": 8}
     assert m.meta["regional"] == {"file": "regional.npy", "block": 10, "grid": 4, "dim": 1792, "weight": 1.0}

@@ -11,7 +11,7 @@ from visloc_ros.core.pose import REFINE_CHOICES
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
 from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, REGIONAL_WEIGHTS, TEMPERATURES, coverage_target,
-                                  replay, tune_sequence, tune_single)
+                                  replay, self_calibrate_sequence, tune_sequence, tune_single)
 
 
 def _stream(xy_map, order, seed=0):
@@ -110,3 +110,17 @@ def test_short_runs_fit_a_wider_covariance():
     assert coverage_target(900) == pytest.approx(0.957, abs=1e-3)
     assert coverage_target(5) == 0.99
     assert coverage_target(20) > coverage_target(200) > coverage_target(20000) > 0.95
+
+
+def test_self_calibration_only_widens_and_is_what_the_build_stored(xy_map):
+    loc = Localizer(xy_map)
+    rec = self_calibrate_sequence(loc, seeds=1)
+    assert rec["frames"] == len(loc.map) == 30 and rec["method"].startswith("self")
+    assert rec["cov_scale"] == max(rec["fitted_scale"], 1.0)  # never narrower than the filter's own spread
+    # the scale reaches the target on those frames (to within the one frame the quantile interpolates into)
+    assert rec["coverage_95"] >= max(rec["coverage_95_before"], rec["coverage_target"] - 1 / rec["frames"])
+    assert rec["median_error"] > 0  # the frame's own place was left out: it cannot be found exactly
+    stored = loc.map.meta["sequence"]["without_odometry"]  # the build ran the same with two seeds
+    assert stored["method"] == rec["method"] and stored["frames"] == 30 and stored["cov_scale"] >= 1.0
+    assert FilterParams.for_map(loc.map.meta).cov_scale == stored["cov_scale"]
+    assert self_calibrate_sequence(loc, max_frames=5)["skipped"].startswith("needs 10")

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"map {m.path}: {len(m)} places ({meta['skipped_images']} images skipped), "
           f"SOM {meta['som']['rows']}x{meta['som']['cols']}, latent {meta['encoder']['latent_dim']}, "
           f"{'georeferenced' if meta['georeferenced'] else 'local frame'}, "
-          f"covariance scale {meta['pose_model']['alpha']:.2f}, encoder trained on {meta['encoder']['device']} "
+          f"covariance scale {meta['pose_model']['alpha']:.2f} (sequence without odometry "
+          f"{meta['sequence']['without_odometry']['cov_scale']:.2f}), encoder trained on {meta['encoder']['device']} "
           f"in {meta['encoder']['train_seconds']:.1f} s, built in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -21,11 +21,18 @@ def add_parser(sub) -> None:
                                    "with those weights for a grid of evidence strengths, keeps the best and fits its "
                                    "covariance scale for 95%% ellipse coverage (section 'sequence'). "
                                    "`visloc localize`, `visloc bag eval` and the node read both. "
-                                   "Evaluate on other frames than the ones tuned on.")
+                                   "Evaluate on other frames than the ones tuned on. Without a labelled run, "
+                                   "--self redoes what the map build does: the sequence filter's covariance scale "
+                                   "from the map's own images.")
     p.add_argument("--map", required=True, metavar="MAPDIR")
-    p.add_argument("--images-csv", required=True, metavar="CSV", help="labelled stream: image + x,y or lat,lon, in order")
-    p.add_argument("--radius", type=float, required=True,
-                   help="a fix within this distance of the truth counts as right (map units, e.g. 25 m)")
+    p.add_argument("--images-csv", metavar="CSV", help="labelled stream: image + x,y or lat,lon, in order (required "
+                                                       "unless --self)")
+    p.add_argument("--radius", type=float,
+                   help="a fix within this distance of the truth counts as right (map units, e.g. 25 m; required "
+                        "unless --self)")
+    p.add_argument("--self", dest="self_", action="store_true",
+                   help="no labelled run: the covariance scale of the filter without odometry from the map's own "
+                        "images, each left out in turn (as `visloc build-map` does; for maps built before it)")
     p.add_argument("--odometry-csv", metavar="CSV", help="wheel odometry per image (image, x, y, yaw): tunes the "
                                                          "filter as it runs with odometry")
     p.add_argument("--seeds", type=int, default=2, help="filter runs per evidence strength (default 2)")
@@ -41,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from ..core.map_db import update_meta
     from ..core.tune import tune_sequence, tune_single
 
+    if args.self_:
+        return run_self(args)
+    if args.images_csv is None or args.radius is None:
+        raise DatasetError("visloc tune needs --images-csv and --radius (a labelled run), or --self")
     if args.radius <= 0 or args.seeds < 1:
         raise DatasetError("--radius must be > 0 and --seeds >= 1")
     loc = Localizer(args.map, config_from(args, map_path=args.map))
@@ -95,4 +106,33 @@ def run(args: argparse.Namespace) -> int:
         update_meta(args.map, "sequence", section)
         print(f"stored in {args.map}/map.yaml (sections single and sequence.{mode})")
     loc.close()
+    return 0
+
+
+def run_self(args: argparse.Namespace) -> int:
+    from ..core.build import self_calibrate
+    from ..core.errors import DatasetError
+    from ..core.localizer import Localizer
+    from ..core.tune import self_calibrate_sequence
+
+    if args.images_csv or args.radius is not None or args.odometry_csv:
+        raise DatasetError("--self takes no labelled run (--images-csv, --radius, --odometry-csv)")
+    config = config_from(args, map_path=args.map)
+    if args.dry_run:
+        loc = Localizer(args.map, config)
+        try:
+            fit = self_calibrate_sequence(loc, progress=progress_factory(args))
+        finally:
+            loc.close()
+    else:
+        fit = self_calibrate(args.map, config, progress_factory(args))
+    if "skipped" in fit:
+        print(f"without_odometry: not calibrated ({fit['skipped']}); covariance scale {fit['cov_scale']:g}")
+    else:
+        print(f"without_odometry (self-calibration on {fit['frames']} map images x {fit['seeds']} seeds): covariance "
+              f"scale {fit['cov_scale']:g} (fitted {fit['fitted_scale']:g}, never below 1; 95 %-ellipse coverage "
+              f"{100 * fit['coverage_95_before']:.1f} % -> {100 * fit['coverage_95']:.1f} %, median error "
+              f"{fit['median_error']:g})")
+    if not args.dry_run:
+        print(f"stored in {args.map}/map.yaml (section sequence.without_odometry)")
     return 0

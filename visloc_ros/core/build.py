@@ -26,8 +26,8 @@ from .descriptor import (CNN_FILE, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, 
 from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
-from .localizer import DENSE_MAX, best_first
-from .map_db import APPEARANCE, REGIONAL, MapData, Places, load_map, write_map
+from .localizer import DENSE_MAX, Localizer, best_first
+from .map_db import APPEARANCE, REGIONAL, MapData, Places, load_map, update_meta, write_map
 from .pose import REFINE_CHOICES, TEMPERATURES, PoseModel, clearly_better, estimate, fit_alpha, raw_covariance, weights
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
@@ -280,7 +280,28 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
                   regional=d.regional)
         encoder.close()
     cnn.close()
+    self_calibrate(out, config, progress, cnn_model)
     return load_map(out)
+
+
+def self_calibrate(path: str | Path, config: LocalizerConfig | None = None, progress: Progress | None = None,
+                   cnn_model: str | Path | None = None) -> dict:
+    """The sequence filter's covariance scale without odometry from the map's own images
+    (:func:`.tune.self_calibrate_sequence`), stored in ``map.yaml`` (``sequence.without_odometry``, atomically;
+    the other mode's fit is kept). Run by the build and by ``visloc tune --self``; a map whose write was cut
+    short before it simply has none (scale 1, as maps built before it)."""
+    from .tune import self_calibrate_sequence
+
+    config = replace(config or LocalizerConfig(), map_path=str(path))
+    loc = Localizer(path, config, cnn_model)
+    try:
+        rec = self_calibrate_sequence(loc, progress=progress)
+        section = dict(loc.map.meta.get("sequence") or {})
+    finally:
+        loc.close()
+    section["without_odometry"] = rec
+    update_meta(path, "sequence", section)
+    return rec
 
 
 def add_places(map_path: str | Path, ds: Dataset, session: str, config: LocalizerConfig | None = None,
@@ -323,4 +344,7 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
             [np.asarray(m.regional), d.regional.astype(np.float16)])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
                   latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg)
+    fitted = (meta.get("sequence") or {}).get("without_odometry") or {}
+    if str(fitted.get("method", "self")).startswith("self"):  # a fit on a labelled run stays until re-tuned
+        self_calibrate(m.path, config, progress, cnn_model)
     return load_map(m.path)

@@ -279,11 +279,13 @@ class SequenceFilter:
         return self.update_embedding(self.loc.embed(image), odom_pose, stamp, odom_delta)
 
     def update_embedding(self, emb: Embedding, odom_pose=None, stamp: float | None = None,
-                         odom_delta: np.ndarray | None = None) -> Fix:
-        """The filter step on a frame's embedding (see :meth:`update`)."""
+                         odom_delta: np.ndarray | None = None, sims: np.ndarray | None = None) -> Fix:
+        """The filter step on a frame's embedding (see :meth:`update`). ``sims``: the frame's (fused) similarity
+        to every place when the caller has it (maps up to ``DENSE_MAX`` places; the build's self-calibration
+        passes them with the frame's own place left out)."""
         loc, p, s = self.loc, self.p, self.spacing
-        sims, t_sims = None, 0.0
-        if self._dense and loc.fused:  # the fix ranks every place by this too: compute it once, for both
+        t_sims = 0.0
+        if sims is None and self._dense and loc.fused:  # the fix ranks every place by this too: compute it once
             t0 = time.perf_counter()
             sims = loc.similarities(emb)
             t_sims = (time.perf_counter() - t0) * 1e3

@@ -18,6 +18,12 @@ error), then scales the reported covariance so that 95 % of those frames (plus o
 short runs: ``coverage_target``) fall inside their 95 % ellipse. ``visloc tune`` stores the result in the map
 (``map.yaml``, section ``sequence``), where every filter built on the map (CLI, node, bag eval) reads it.
 Report figures on frames the tuning did not see.
+
+Before any labelled run exists, ``self_calibrate_sequence`` (run by the map build) gives the filter without
+odometry a covariance scale from the map's own images: each replayed in map order as a stream with its own place
+left out of the map. Those are the easiest frames the map will ever see (taken where the map was, in its light),
+so the fit can only widen the filter's ellipses, never narrow them: a filter whose ellipses miss even its own
+images will miss real runs' more; one that holds its own images proves nothing about a night run.
 """
 from __future__ import annotations
 
@@ -205,3 +211,52 @@ def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray,
         "within_radius_by_evidence": {f"{b:g}": round(v, 4) for b, v in recall.items()},
         "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+SELF_CALIBRATION_FRAMES = 2000  # at most this many of the map's places (the first ones) are replayed
+
+
+def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SELF_CALIBRATION_FRAMES,
+                            progress=None) -> dict:
+    """The covariance scale of the filter without odometry, from the map's own images (see the module's text):
+    the first ``max_frames`` places replayed in map order, each frame ranked against every place but its own, for
+    ``seeds`` filter seeds; the scale that puts 95 % of them (plus ``coverage_target``'s margin) inside their 95 %
+    ellipse, but never below 1. Returns the record stored under ``sequence.without_odometry`` until ``visloc tune``
+    replaces it with a fit on a labelled run."""
+    m = loc.map
+    n = min(len(m), max_frames)
+    record = {"method": "self: the map's own images replayed in map order, each with its own place left out",
+              "frames": n, "seeds": seeds}
+    if len(m) > DENSE_MAX or n < 10:
+        return dict(record, cov_scale=1.0, skipped=f"needs 10 to {DENSE_MAX} places (the map has {len(m)})")
+    lat = np.asarray(m.latents[:n], np.float32)
+    app = None if m.appearance is None else np.asarray(m.appearance[:n], np.float32)
+    reg = None if m.regional is None else np.asarray(m.regional[:n], np.float32)
+    frames = [Embedding(lat[i], None if app is None else app[i], None if reg is None else reg[i]) for i in range(n)]
+    truth = m.places.xyz[:n, :2]
+    bar = progress(total=n * seeds, desc="calibrating the sequence filter") if progress else None
+    err, cov = [], []
+    try:
+        for seed in range(seeds):
+            f = SequenceFilter(loc, FilterParams.for_map(m.meta, seed=seed, cov_scale=1.0))
+            for i, e in enumerate(frames):
+                sims = loc.similarities(e)
+                sims[i] = sims.min()  # the frame's own place is not in the map
+                fix = f.update_embedding(e, sims=sims)
+                err.append(fix.xyz[:2] - truth[i])
+                cov.append(fix.cov2)
+                if bar:
+                    bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    err, cov = np.array(err), np.array(cov)
+    target = coverage_target(n)
+    fitted = float(fit_alpha(err, cov, target) ** 2)
+    scale = float(np.clip(max(fitted, 1.0), *COV_SCALE_RANGE))
+    m2 = mahalanobis2(err, cov)
+    return dict(record, cov_scale=round(scale, 4), fitted_scale=round(fitted, 4), coverage_target=round(target, 4),
+                median_error=round(float(np.median(np.linalg.norm(err, axis=1))), 4),
+                coverage_95_before=round(float(np.mean(m2 <= CHI2_2D_95)), 4),
+                coverage_95=round(float(np.mean(m2 <= CHI2_2D_95 * scale)), 4),
+                calibrated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
