@@ -119,3 +119,14 @@ def test_estimate_reports_the_heavier_mode_with_its_spread(xy_map):
     filt.centre = None
     filt._estimate(fix, np.full(2000, 1 / 2000), None, odom=False)
     assert np.linalg.norm(fix.xyz[:2] - heavy) < 0.2 * s
+
+
+def test_fit_summary_says_where_the_covariance_scale_comes_from():
+    from visloc_ros.core.temporal import fit_summary
+
+    assert fit_summary({}) == ("without odometry: covariance scale 1 (default); "
+                               "with odometry: covariance scale 1 (default)")
+    meta = {"sequence": {"without_odometry": {"method": "self: ...", "cov_scale": 9.82},
+                         "with_odometry": {"evidence": 4.2, "cov_scale": 0.7, "tuned_on": "run.csv"}}}
+    assert fit_summary(meta) == ("without odometry: covariance scale 9.82 (self-calibrated at build); "
+                                 "with odometry: covariance scale 0.7 (evidence 4.2, tuned on run.csv)")

@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.odometry_csv and not args.sequence:
         raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
-        from ..core.temporal import FilterParams, SequenceFilter
+        from ..core.temporal import FilterParams, SequenceFilter, fit_summary
         seq = SequenceFilter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed))
+        log.info("sequence filter: %s", fit_summary(loc.map.meta))
         if args.odometry_csv:
             odo = read_odometry(args.odometry_csv)
             if not any(name in odo for name in images):

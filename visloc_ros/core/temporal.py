@@ -83,6 +83,21 @@ class FilterParams:
         return replace(cls(**kw), **overrides)
 
 
+def fit_summary(meta: dict) -> str:
+    """Where the filter's covariance scale (and evidence strength) come from, in one line for the logs."""
+    parts = []
+    for mode in ("without_odometry", "with_odometry"):
+        f = ((meta or {}).get("sequence") or {}).get(mode) or {}
+        if "evidence" in f:
+            src = f"evidence {f['evidence']:g}, tuned on {f.get('tuned_on', 'a labelled run')}"
+        elif "cov_scale" in f:
+            src = "self-calibrated at build" if "skipped" not in f else f"not calibrated: {f['skipped']}"
+        else:
+            src = "default"
+        parts.append(f"{mode.replace('_', ' ')}: covariance scale {float(f.get('cov_scale', 1.0)):g} ({src})")
+    return "; ".join(parts)
+
+
 class PlaceLookup:
     """The nearest map place of any position in O(1): the places rasterised at half their spacing and an OpenCV
     distance transform with labels over that raster. Places sharing a pixel answer with their best value."""

@@ -118,8 +118,9 @@ class LocalizerNode(LifecycleNode):
         self.t_base_cam = conv.extrinsic_matrix(n.camera_x, n.camera_y, n.camera_z, n.camera_roll, n.camera_pitch,
                                                 n.camera_yaw)
         if n.sequence:
-            from ..core.temporal import SequenceFilter
+            from ..core.temporal import SequenceFilter, fit_summary
             self.seq = SequenceFilter(self.loc)
+            self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta)}")
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)
