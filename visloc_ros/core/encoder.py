@@ -165,7 +165,8 @@ def train_encoder(descriptors: np.ndarray, out_path: str | Path, conf: EncoderTr
         sched.step()
         if progress is not None:
             progress(1)
-    loss_v = loss.item()  # read once at the end: reading it every step would wait for the GPU every step
+    # read once at the end: reading it every step would wait for the GPU every step
+    loss_v = loss.item() if conf.steps > 0 else float("nan")
     with torch.no_grad():
         z = torch.nn.functional.normalize(enc(x), dim=1)
         recon = float((torch.nn.functional.normalize(dec(z), dim=1) * x).sum(1).mean())
