@@ -21,9 +21,11 @@ Report figures on frames the tuning did not see.
 
 Before any labelled run exists, ``self_calibrate_sequence`` (run by the map build) gives the filter without
 odometry a covariance scale from the map's own images: each replayed in map order as a stream with its own place
-left out of the map. Those are the easiest frames the map will ever see (taken where the map was, in its light),
-so the fit can only widen the filter's ellipses, never narrow them: a filter whose ellipses miss even its own
-images will miss real runs' more; one that holds its own images proves nothing about a night run.
+left out of the map. Those frames are in the map's own conditions (its light, its season), the kindest a run can
+meet, so the fit can only widen the filter's ellipses, never narrow them: a filter whose ellipses miss even its own
+images is over-confident; one that holds them proves nothing about a night run. (With its own place left out, a
+frame's truth lies a spacing from the nearest place, which a run that passes exactly through the mapped places
+does not suffer: there the fit errs wide.)
 """
 from __future__ import annotations
 
