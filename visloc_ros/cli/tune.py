@@ -112,20 +112,11 @@ def run(args: argparse.Namespace) -> int:
 def run_self(args: argparse.Namespace) -> int:
     from ..core.build import self_calibrate
     from ..core.errors import DatasetError
-    from ..core.localizer import Localizer
-    from ..core.tune import self_calibrate_sequence
 
     if args.images_csv or args.radius is not None or args.odometry_csv:
         raise DatasetError("--self takes no labelled run (--images-csv, --radius, --odometry-csv)")
-    config = config_from(args, map_path=args.map)
-    if args.dry_run:
-        loc = Localizer(args.map, config)
-        try:
-            fit = self_calibrate_sequence(loc, progress=progress_factory(args))
-        finally:
-            loc.close()
-    else:
-        fit = self_calibrate(args.map, config, progress_factory(args))
+    fit = self_calibrate(args.map, config_from(args, map_path=args.map), progress_factory(args),
+                         store=not args.dry_run)
     if "skipped" in fit:
         print(f"without_odometry: not calibrated ({fit['skipped']}); covariance scale {fit['cov_scale']:g}")
     else:

@@ -285,11 +285,11 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
 
 
 def self_calibrate(path: str | Path, config: LocalizerConfig | None = None, progress: Progress | None = None,
-                   cnn_model: str | Path | None = None) -> dict:
+                   cnn_model: str | Path | None = None, store: bool = True) -> dict:
     """The sequence filter's covariance scale without odometry from the map's own images
     (:func:`.tune.self_calibrate_sequence`), stored in ``map.yaml`` (``sequence.without_odometry``, atomically;
-    the other mode's fit is kept). Run by the build and by ``visloc tune --self``; a map whose write was cut
-    short before it simply has none (scale 1, as maps built before it)."""
+    the other mode's fit is kept) unless ``store`` is False. Run by the build and by ``visloc tune --self``; a
+    map whose write was cut short before it simply has none (scale 1, as maps built before it)."""
     from .tune import self_calibrate_sequence
 
     config = replace(config or LocalizerConfig(), map_path=str(path))
@@ -299,8 +299,9 @@ def self_calibrate(path: str | Path, config: LocalizerConfig | None = None, prog
         section = dict(loc.map.meta.get("sequence") or {})
     finally:
         loc.close()
-    section["without_odometry"] = rec
-    update_meta(path, "sequence", section)
+    if store:
+        section["without_odometry"] = rec
+        update_meta(path, "sequence", section)
     return rec
 
 
