@@ -157,14 +157,19 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     }
 
 
-def replay(loc: Localizer, frames: list[Embedding], params: FilterParams, odom: np.ndarray | None = None
-           ) -> tuple[np.ndarray, np.ndarray]:
+def replay(loc: Localizer, frames: list[Embedding], params: FilterParams, odom: np.ndarray | None = None,
+           own_left_out: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The filter over a stream of frames (and odometry poses (N, 3) x, y, yaw, or None): estimates (N, 2)
-    and covariances (N, 2, 2)."""
+    and covariances (N, 2, 2). ``own_left_out``: frame i is the map's place i, ranked against every place but its
+    own (the self-calibration; maps up to ``DENSE_MAX`` places)."""
     f = SequenceFilter(loc, params)
     est, cov = np.zeros((len(frames), 2)), np.zeros((len(frames), 2, 2))
     for i, e in enumerate(frames):
-        fix = f.update_embedding(replace(e, timings_ms={}), odom_pose=None if odom is None else odom[i])
+        sims = None
+        if own_left_out:
+            sims = loc.similarities(e)
+            sims[i] = sims.min()  # the frame's own place is not in the map
+        fix = f.update_embedding(replace(e, timings_ms={}), odom_pose=None if odom is None else odom[i], sims=sims)
         est[i], cov[i] = fix.xyz[:2], fix.cov2
     return est, cov
 
@@ -236,23 +241,18 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
     reg = None if m.regional is None else np.asarray(m.regional[:n], np.float32)
     frames = [Embedding(lat[i], None if app is None else app[i], None if reg is None else reg[i]) for i in range(n)]
     truth = m.places.xyz[:n, :2]
-    bar = progress(total=n * seeds, desc="calibrating the sequence filter") if progress else None
-    err, cov = [], []
+    bar = progress(total=seeds, desc="calibrating the sequence filter") if progress else None
+    runs = []
     try:
         for seed in range(seeds):
-            f = SequenceFilter(loc, FilterParams.for_map(m.meta, seed=seed, cov_scale=1.0))
-            for i, e in enumerate(frames):
-                sims = loc.similarities(e)
-                sims[i] = sims.min()  # the frame's own place is not in the map
-                fix = f.update_embedding(e, sims=sims)
-                err.append(fix.xyz[:2] - truth[i])
-                cov.append(fix.cov2)
-                if bar:
-                    bar.update(1)
+            est, cov = replay(loc, frames, FilterParams.for_map(m.meta, seed=seed, cov_scale=1.0), own_left_out=True)
+            runs.append((est - truth, cov))
+            if bar:
+                bar.update(1)
     finally:
         if bar:
             bar.close()
-    err, cov = np.array(err), np.array(cov)
+    err, cov = (np.concatenate(a) for a in zip(*runs))
     target = coverage_target(n)
     fitted = float(fit_alpha(err, cov, target) ** 2)
     scale = float(np.clip(max(fitted, 1.0), *COV_SCALE_RANGE))
