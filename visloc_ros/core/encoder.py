@@ -60,8 +60,10 @@ def train_device(name: str = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError as e:
-        raise MapError(f"unknown training device {name!r} (use auto, cpu, cuda or cuda:N)") from e
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise MapError(f"unknown training device {name!r} (use auto, cpu, cuda or cuda:N)")
     if dev.type == "cuda":
         why = ("this torch is a CPU build" if torch.version.cuda is None else "torch sees no CUDA GPU") \
             if not torch.cuda.is_available() else None
@@ -69,8 +71,6 @@ def train_device(name: str = "auto"):
             why = f"torch sees {torch.cuda.device_count()} CUDA GPU(s)"
         if why:
             raise MapError(f"cannot train the encoder on {name}: {why} (use --train-device cpu or auto)")
-    elif dev.type != "cpu":
-        raise MapError(f"unknown training device {name!r} (use auto, cpu, cuda or cuda:N)")
     return dev
 
 
