@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--sequence", action="store_true", help="also run the sequence filter per frame")
+    ap.add_argument("--filter", choices=("particles", "places"), help="with --sequence: which filter (default: the map's)")
     ap.add_argument("--json")
     a = ap.parse_args()
 
@@ -51,8 +52,8 @@ def main() -> None:
     loc = Localizer(a.map, LocalizerConfig(map_path=a.map, threads=a.threads, backend=a.backend))
     seq = None
     if a.sequence:
-        from visloc_ros.core.temporal import SequenceFilter
-        seq = SequenceFilter(loc)
+        from visloc_ros.core.temporal import FilterParams, make_filter
+        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, **({"kind": a.filter} if a.filter else {})))
     step = (lambda p: seq.update(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB))) if seq else loc.localize
     for i in range(10):
         step(paths[i % len(paths)])

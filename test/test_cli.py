@@ -140,7 +140,7 @@ def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
     stream = str(synth_xy[0])  # the map's own images, in the order they were taken
     r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1", "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert "without_odometry: evidence" in r.stdout and (m / "map.yaml").read_text() == before
+    assert "without_odometry: particles filter, evidence" in r.stdout and (m / "map.yaml").read_text() == before
     r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1")
     assert r.returncode == 0, r.stderr
     meta = yaml.safe_load((m / "map.yaml").read_text())
@@ -149,6 +149,9 @@ def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
     assert "single images: appearance weight" in r.stdout
     assert meta["single"]["frames"] == 30 and meta["single"]["alpha"] > 0 and "appearance_weight" in meta["single"]
     assert "method" not in fit  # the labelled fit replaced the build's self-calibration
+    # both filters were fitted; the place filter is chosen only when clearly better, and either keeps its own fit
+    assert set(fit["by_filter"]) == {"particles", "places"} and fit["filter"] in ("particles", "places")
+    assert fit["by_filter"][fit["filter"]]["evidence"] == fit["evidence"]
     r = run_visloc("localize", "--sequence", "--map", str(m), "--images-csv", str(synth_xy[1]),
                    "--out", str(tmp_path / "p.csv"))
     assert r.returncode == 0, r.stderr

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 
 from visloc_ros.core.localizer import Embedding, Localizer
@@ -124,9 +126,108 @@ def test_estimate_reports_the_heavier_mode_with_its_spread(xy_map):
 def test_fit_summary_says_where_the_covariance_scale_comes_from():
     from visloc_ros.core.temporal import fit_summary
 
-    assert fit_summary({}) == ("without odometry: covariance scale 1 (default); "
-                               "with odometry: covariance scale 1 (default)")
+    assert fit_summary({}) == ("without odometry: particles, covariance scale 1 (default); "
+                               "with odometry: particles, covariance scale 1 (default)")
     meta = {"sequence": {"without_odometry": {"method": "self: ...", "cov_scale": 9.82},
                          "with_odometry": {"evidence": 4.2, "cov_scale": 0.7, "tuned_on": "run.csv"}}}
-    assert fit_summary(meta) == ("without odometry: covariance scale 9.82 (self-calibrated at build); "
-                                 "with odometry: covariance scale 0.7 (evidence 4.2, tuned on run.csv)")
+    assert fit_summary(meta) == ("without odometry: particles, covariance scale 9.82 (self-calibrated at build); "
+                                 "with odometry: particles, covariance scale 0.7 (evidence 4.2, tuned on run.csv)")
+    meta["sequence"]["without_odometry"] = {"filter": "places", "evidence": 0.5, "cov_scale": 3.0, "tuned_on": "a"}
+    assert fit_summary(meta).startswith("without odometry: places, covariance scale 3 (evidence 0.5, tuned on a)")
+
+
+def _place_views(xy_map, order, rng, night_every=0):
+    places = load_map(xy_map).places
+    seed_of = {name: int(name.split("/")[1][:5]) for name in places.images}
+    for k, i in enumerate(order):
+        yield i, view(draw_scene(1 * 100003 + seed_of[places.images[i]]), rng,
+                      night=bool(night_every) and k % night_every == night_every - 1)
+
+
+def test_place_filter_tracks_recovers_and_is_deterministic(xy_map):
+    """The histogram filter over places follows a stream, takes a kidnapped robot's new place within 3 frames, and
+    (no particles) gives the same estimates on every run; its covariance is positive definite."""
+    from visloc_ros.core.temporal import PlaceFilter, make_filter
+
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    spacing = loc.pose_model.spacing
+    order = list(range(0, 12)) + list(range(20, 30))  # kidnapped from place 11 to place 20
+    frames = [(i, loc.embed(img)) for i, img in _place_views(xy_map, order, np.random.default_rng(0))]
+    runs = []
+    for _ in range(2):
+        filt = make_filter(loc, FilterParams(kind="places"))
+        assert isinstance(filt, PlaceFilter)
+        est = []
+        for i, e in frames:
+            f = filt.update_embedding(replace(e, timings_ms={}))
+            assert np.all(np.linalg.eigvalsh(f.cov2) > 0) and 0 < f.support <= 1
+            est.append(f.xyz[:2].copy())
+        runs.append(np.array(est))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    errs = np.linalg.norm(runs[0] - places.xyz[[i for i, _ in frames], :2], axis=1)
+    assert np.median(errs[3:12]) < 1.0 * spacing           # tracking
+    assert np.all(errs[12 + 3:] < 2.5 * spacing)           # recovered within 3 frames of the jump
+
+
+def test_place_filter_with_odometry_carries_the_belief(xy_map):
+    """With odometry the belief moves with the wheels: through night frames, and after a kidnapping (the images
+    jump, the wheels report an ordinary step) the new place takes over within a bounded number of frames."""
+    from visloc_ros.core.temporal import OdometryTracker, PlaceFilter
+
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    spacing = loc.pose_model.spacing
+    filt = PlaceFilter(loc, FilterParams(kind="places"))
+    odo = OdometryTracker()
+    order = list(range(0, 13)) + list(range(18, 30)) + list(range(0, 12))
+    odom_xy, errs = np.zeros(2), []
+    for k, (i, img) in enumerate(_place_views(xy_map, order, np.random.default_rng(1), night_every=4)):
+        if k:
+            prev = order[k - 1]
+            step = places.xyz[i, :2] - places.xyz[prev, :2] if i in (prev + 1, 0) else \
+                places.xyz[prev, :2] - places.xyz[prev - 1, :2]
+            odom_xy = odom_xy + step
+        f = filt.update(img, odom_delta=odo.delta(odom_xy, 0.0, 0.0))
+        errs.append(np.linalg.norm(f.xyz[:2] - places.xyz[i, :2]))
+    errs = np.array(errs)
+    assert np.median(errs[3:13]) < 1.5 * spacing
+    assert np.all(errs[13 + 15:] < 2.0 * spacing)
+
+
+def test_place_filter_neighbours_and_nearest_place():
+    from visloc_ros.core.temporal import PlaceLookup, _neighbours
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 50, (300, 2))
+    nb = _neighbours(xy, 4.0, chunk=64)
+    for i in range(0, 300, 17):
+        want = set(np.flatnonzero(np.linalg.norm(xy - xy[i], axis=1) <= 4.0))
+        assert set(nb[i]) == want  # padding repeats the place itself, which is within reach
+    look = PlaceLookup(xy, 2.0, far_m=6.0, margin_m=8.0)
+    q = rng.uniform(0, 50, (200, 2))
+    idx, dist = look.nearest_place(q)
+    true_d = np.linalg.norm(q[:, None] - xy[None], axis=2).min(1)
+    assert np.all(idx >= 0)
+    np.testing.assert_allclose(np.linalg.norm(q - xy[idx], axis=1), true_d, atol=2.0)  # raster at half a spacing
+    far, _ = look.nearest_place(np.array([[500.0, 500.0]]))
+    assert far[0] == -1
+
+
+def test_filter_kind_from_the_map_and_unknown_kind(xy_map):
+    from visloc_ros.core.temporal import PlaceFilter, make_filter
+
+    meta = {"sequence": {"without_odometry": {
+        "filter": "places", "evidence": 0.7, "cov_scale": 3.0,
+        "by_filter": {"particles": {"evidence": 1.4, "cov_scale": 2.0}, "places": {"evidence": 0.7, "cov_scale": 3.0}}}}}
+    p = FilterParams.for_map(meta)
+    assert (p.kind, p.beta_places, p.cov_scale_places, p.beta, p.cov_scale) == ("places", 0.7, 3.0, 1.4, 2.0)
+    selfcal = {"sequence": {"without_odometry": {"method": "self", "cov_scale": 9.8, "cov_scale_places": 4.0}}}
+    p = FilterParams.for_map(selfcal)
+    assert (p.kind, p.cov_scale, p.cov_scale_places) == ("particles", 9.8, 4.0)
+    loc = Localizer(xy_map)
+    assert isinstance(make_filter(loc, FilterParams.for_map(meta, particles=100)), PlaceFilter)
+    assert isinstance(make_filter(loc, FilterParams(particles=100)), SequenceFilter)
+    import pytest
+    with pytest.raises(ValueError, match="unknown sequence filter"):
+        make_filter(loc, FilterParams(kind="kalman"))

@@ -44,6 +44,8 @@ def add_parser(sub) -> None:
     e.add_argument("--gt-topic", default="/ground_truth/pose")
     e.add_argument("--odom-topic", default="/odom", help="odometry driving the --sequence filter ('' = none)")
     e.add_argument("--sequence", action="store_true", help="temporal filter across frames")
+    e.add_argument("--filter", choices=("particles", "places"),
+                   help="with --sequence: which filter (default: the one `visloc tune` chose for the map)")
     e.add_argument("--out", required=True, metavar="DIR", help="metrics.json, TUM trajectories, plots")
     add_config_args(e)
     e.set_defaults(func=run_eval)
@@ -96,7 +98,7 @@ def run_eval(args) -> int:
 
     loc = Localizer(args.map, config_from(args, map_path=args.map))
     r = replay_bag(args.bag, loc, args.sequence, args.image_topic, args.gt_topic, args.odom_topic or None,
-                   progress_factory(args))
+                   progress_factory(args), filter_kind=args.filter)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"bag": str(args.bag), "map": str(args.map), "unreadable_frames": r.unreadable,

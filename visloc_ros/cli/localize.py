@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--odometry-csv", metavar="CSV",
                    help="with --sequence: wheel odometry per image (columns image, x, y, yaw in the odom frame; "
                         "e.g. a recorded run's odometry.csv) to drive the filter")
+    p.add_argument("--filter", choices=("particles", "places"),
+                   help="with --sequence: the filter (default: the one `visloc tune` chose for the map, particles "
+                        "until then); places = a deterministic histogram filter over the map's places")
     p.add_argument("--seed", type=int, default=0,
                    help="with --sequence: the particle filter's random seed (default 0); figures move by several "
                         "points from one seed to the next on hard streams, so report more than one")
@@ -65,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if args.odometry_csv and not args.sequence:
         raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
-        from ..core.temporal import FilterParams, SequenceFilter, fit_summary
-        seq = SequenceFilter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed))
-        log.info("sequence filter: %s", fit_summary(loc.map.meta))
+        from ..core.temporal import FilterParams, fit_summary, make_filter
+        kind = {"kind": args.filter} if args.filter else {}
+        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed, **kind))
+        log.info("sequence filter: %s%s", fit_summary(loc.map.meta),
+                 f"; running the {args.filter} filter" if args.filter else "")
         if args.odometry_csv:
             odo = read_odometry(args.odometry_csv)
             if not any(name in odo for name in images):

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                         odom=np.array(odom) if odo is not None else None, seeds=args.seeds, progress=factory)
     fit["tuned_on"] = args.images_csv
     mode = "with_odometry" if odo is not None else "without_odometry"
-    print(f"{mode}: evidence {fit['evidence']:g} (within {args.radius:g}: {100 * fit['within_radius']:.1f} %, "
+    print(f"{mode}: {fit['filter']} filter, evidence {fit['evidence']:g} (within {args.radius:g}: {100 * fit['within_radius']:.1f} %, "
           f"by evidence {fit['within_radius_by_evidence']}), covariance scale {fit['cov_scale']:g} "
           f"(95 %-ellipse coverage {100 * fit['coverage_95_before']:.1f} % -> {100 * fit['coverage_95']:.1f} %) "
           f"on {fit['frames']} frames")

@@ -14,6 +14,14 @@ still when the frames stop agreeing with the belief (augmented MCL), so a kidnap
 a bounded number of frames. The estimate is the main mode, kept against aliases by hysteresis and reported
 at its densest part; its covariance is the mode's spread (or all particles' when the belief is split) plus
 the map's spacing.
+
+:class:`PlaceFilter` is the other kind (``kind="places"``): a histogram filter over the map's places themselves,
+max-product (a causal Viterbi): each place's belief is the frame's evidence plus the best belief among the places
+within reach of it a frame ago (around where odometry carries each place, when given), or the best belief
+anywhere minus a jump penalty (a kidnapping); the estimate is the best place, its covariance the spread of the
+belief sharpened by a temperature. It has no velocity and no randomness: every run gives the same estimates.
+Walks through rooms and corridors at varying pace suit it; a train at steady speed suits the particles'
+velocity. ``make_filter`` builds the kind a map's ``visloc tune`` chose (particles until then).
 """
 from __future__ import annotations
 
@@ -68,6 +76,13 @@ class FilterParams:
     cov_scale: float = 1.0        # the reported covariance x this (fitted by `visloc tune`), without odometry
     cov_scale_odom: float = 1.0   # ... with odometry
     seed: int = 0
+    kind: str = "particles"       # "particles" (SequenceFilter) or "places" (PlaceFilter)
+    beta_places: float = 1.0      # places: log-belief per unit of evidence
+    place_reach_spacings: float = 3.0  # places: without odometry the robot moves at most this far per frame
+    place_reach_odom_spacings: float = 1.5  # ... with odometry, from where the odometry carries each place
+    place_jump: float = 0.01      # places: the chance per frame of a jump anywhere (a kidnapped robot)
+    place_temperature: float = 0.25  # places: the covariance weighs each place by exp(log-belief / this)
+    cov_scale_places: float = 1.0  # places: the reported covariance x this (self-calibrated, or `visloc tune`)
 
     @classmethod
     def for_map(cls, meta: dict, **overrides) -> "FilterParams":
@@ -76,10 +91,19 @@ class FilterParams:
         kw = {}
         for mode, suffix in (("without_odometry", ""), ("with_odometry", "_odom")):
             fitted = ((meta or {}).get("sequence") or {}).get(mode) or {}
-            if "evidence" in fitted:
-                kw["beta" + suffix] = float(fitted["evidence"])
-            if "cov_scale" in fitted:
-                kw["cov_scale" + suffix] = float(fitted["cov_scale"])
+            kind = fitted.get("filter", "particles")  # the kind the top-level fit is for (and the map's choice)
+            if kind == "places":
+                kw["kind"] = "places"
+            kinds = dict(fitted.get("by_filter") or {})  # `visloc tune` keeps the fit of every kind it tried
+            kinds.setdefault(kind, {k: fitted[k] for k in ("evidence", "cov_scale") if k in fitted})
+            if "cov_scale_places" in fitted:  # the build's self-calibration of the place filter
+                kinds.setdefault("places", {"cov_scale": fitted["cov_scale_places"]})
+            for name, f in kinds.items():
+                sfx = "_places" if name == "places" else suffix
+                if "evidence" in f:
+                    kw["beta" + sfx] = float(f["evidence"])
+                if "cov_scale" in f:
+                    kw["cov_scale" + sfx] = float(f["cov_scale"])
         return replace(cls(**kw), **overrides)
 
 
@@ -94,8 +118,20 @@ def fit_summary(meta: dict) -> str:
             src = "self-calibrated at build" if "skipped" not in f else f"not calibrated: {f['skipped']}"
         else:
             src = "default"
-        parts.append(f"{mode.replace('_', ' ')}: covariance scale {float(f.get('cov_scale', 1.0)):g} ({src})")
+        kind = f.get("filter", "particles")
+        parts.append(f"{mode.replace('_', ' ')}: {kind}, covariance scale {float(f.get('cov_scale', 1.0)):g} ({src})")
     return "; ".join(parts)
+
+
+FILTER_KINDS = ("particles", "places")
+
+
+def make_filter(localizer: Localizer, params: FilterParams | None = None) -> "SequenceFilter | PlaceFilter":
+    """The sequence filter of ``params.kind`` (default: the map's tuned parameters and kind)."""
+    params = params or FilterParams.for_map(localizer.map.meta)
+    if params.kind not in FILTER_KINDS:
+        raise ValueError(f"unknown sequence filter {params.kind!r} (expected one of {', '.join(FILTER_KINDS)})")
+    return (PlaceFilter if params.kind == "places" else SequenceFilter)(localizer, params)
 
 
 class PlaceLookup:
@@ -131,6 +167,14 @@ class PlaceLookup:
         ij = np.rint((pos - self.lo) / self.cell).astype(np.int64)
         flat = np.clip(ij[:, 1], 0, self.h - 1) * self.w + np.clip(ij[:, 0], 0, self.w - 1)
         return np.where(self.near[flat], per_pixel[self.nearest[flat]], per_pixel.min()), self.dist[flat]
+
+    def nearest_place(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The index of a place nearest each of ``pos`` (N, 2) (one of them where places share a pixel), -1 where
+        no place is near; and the distance to it."""
+        ij = np.rint((pos - self.lo) / self.cell).astype(np.int64)
+        flat = np.clip(ij[:, 1], 0, self.h - 1) * self.w + np.clip(ij[:, 0], 0, self.w - 1)
+        place = self.order[self.starts[self.nearest[flat]]]
+        return np.where(self.near[flat], place, -1), self.dist[flat]
 
 
 class OdometryTracker:
@@ -168,26 +212,19 @@ class OdometryTracker:
         return np.array([c * d[0] - s * d[1], s * d[0] + c * d[1]])
 
 
-class SequenceFilter:
-    """Wraps a :class:`Localizer`; ``update(image, odom_pose=None) -> Fix`` per frame.
-
-    ``odom_pose`` is the robot's odometry pose ``(x, y, yaw)`` in its odom frame; the filter turns it into map-frame
-    motion itself (:class:`OdometryTracker`, with the heading of its own last fix). A caller that already has a
-    map-frame displacement passes ``odom_delta`` instead."""
+class _MapFilter:
+    """What both filters share: the map, the per-place evidence of a frame with hub suppression, the single-image
+    fix computed alongside, odometry turned into map-frame steps."""
 
     def __init__(self, localizer: Localizer, params: FilterParams | None = None):
         self.loc = localizer
         self.p = params = params or FilterParams.for_map(localizer.map.meta)
-        self.rng = np.random.default_rng(params.seed)
         self.spacing = localizer.pose_model.spacing
-        self.hist: deque = deque(maxlen=max(1, params.history))
-        xy = localizer.map.places.xyz[:, :2]
-        self.lookup = PlaceLookup(xy, self.spacing, params.far_spacings * self.spacing,
+        self.xy = localizer.map.places.xyz[:, :2]
+        self.lookup = PlaceLookup(self.xy, self.spacing, params.far_spacings * self.spacing,
                                   (params.far_spacings + 1) * self.spacing)
-        self._dense = len(xy) <= params.dense_max
+        self._dense = len(self.xy) <= params.dense_max
         self._hubness = self._map_hubness() if params.hub_prior and self._dense else None
-        self._grid = self._density_grid(params.mode_radius_spacings * self.spacing)
-        self.reset()
 
     def _map_hubness(self, pairs: int = 4_000_000, chunk: int = 250) -> np.ndarray:
         """Each place's mean evidence (z-scored similarity) over a sample of the map's own images (2,000, fewer
@@ -207,16 +244,10 @@ class SequenceFilter:
         return (total / len(pick)).astype(np.float32)
 
     def reset(self) -> None:
-        """Forget the robot: particles, running averages and odometry state (the map's tables are kept)."""
-        self.pos = self.vel = self.scale = self.agility = self.centre = None
+        """Forget the robot (the map's tables are kept)."""
         self.bg = None  # per-place running mean evidence (hubs: places that answer every frame)
-        self.w_fast = self.w_slow = None  # augmented MCL: fast and slow averages of the particles' likelihood
-        self.prev_places = None  # the previous frame's best places and weights (velocities of re-seeded particles)
-        self.mode_mass = 0.0
         self.odometry = OdometryTracker()
         self.last_yaw = float("nan")  # heading of the last fix: rotates odometry into the map frame
-        self.odo_sum = np.zeros(2)
-        self.hist.clear()
 
     def _evidence(self, e: Embedding, fix: Fix, rate: float, sims: np.ndarray | None = None) -> np.ndarray:
         """Per-place evidence of this frame: the similarity to every place (latents, fused with the appearance
@@ -237,6 +268,51 @@ class SequenceFilter:
         e = zs - self.bg
         self.bg += rate * (zs - self.bg)
         return e
+
+    def _localize(self, emb: Embedding, stamp, sims) -> tuple[Fix, np.ndarray | None]:
+        """The frame's single-image fix, and its similarity to every place (computed once for both)."""
+        loc = self.loc
+        t_sims = 0.0
+        if sims is None and self._dense and loc.fused:  # the fix ranks every place by this too: compute it once
+            t0 = time.perf_counter()
+            sims = loc.similarities(emb)
+            t_sims = (time.perf_counter() - t0) * 1e3
+        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else self.p.candidates, fused=sims)
+        fix.timings_ms["index"] = fix.timings_ms.get("index", 0.0) + t_sims
+        fix.stamp = stamp
+        return fix, sims
+
+    def update(self, image: np.ndarray, odom_pose=None, stamp: float | None = None,
+               odom_delta: np.ndarray | None = None) -> Fix:
+        """One frame: localize it, then the filter step (:meth:`update_embedding`).
+
+        ``odom_pose`` is the odometry pose ``(x, y, yaw)`` in its odom frame; ``odom_delta`` a map-frame step."""
+        return self.update_embedding(self.loc.embed(image), odom_pose, stamp, odom_delta)
+
+
+class SequenceFilter(_MapFilter):
+    """Wraps a :class:`Localizer`; ``update(image, odom_pose=None) -> Fix`` per frame.
+
+    ``odom_pose`` is the robot's odometry pose ``(x, y, yaw)`` in its odom frame; the filter turns it into map-frame
+    motion itself (:class:`OdometryTracker`, with the heading of its own last fix). A caller that already has a
+    map-frame displacement passes ``odom_delta`` instead."""
+
+    def __init__(self, localizer: Localizer, params: FilterParams | None = None):
+        super().__init__(localizer, params)
+        self.rng = np.random.default_rng(self.p.seed)
+        self.hist: deque = deque(maxlen=max(1, self.p.history))
+        self._grid = self._density_grid(self.p.mode_radius_spacings * self.spacing)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the robot: particles, running averages and odometry state (the map's tables are kept)."""
+        super().reset()
+        self.pos = self.vel = self.scale = self.agility = self.centre = None
+        self.w_fast = self.w_slow = None  # augmented MCL: fast and slow averages of the particles' likelihood
+        self.prev_places = None  # the previous frame's best places and weights (velocities of re-seeded particles)
+        self.mode_mass = 0.0
+        self.odo_sum = np.zeros(2)
+        self.hist.clear()
 
     def _hypotheses(self, cxy: np.ndarray, wc: np.ndarray, odom_delta) -> tuple[np.ndarray, np.ndarray]:
         """Where to re-seed particles: this frame's candidates, weighted by how well the last ``history`` frames'
@@ -286,27 +362,14 @@ class SequenceFilter:
         pos = xy[pick] + self.rng.normal(0, p.seed_sigma_spacings * s, (n, 2))
         return pos, vel
 
-    def update(self, image: np.ndarray, odom_pose=None, stamp: float | None = None,
-               odom_delta: np.ndarray | None = None) -> Fix:
-        """One frame: localize, predict particles, weight them by the frame's evidence, resample, estimate.
-
-        ``odom_pose`` is the odometry pose ``(x, y, yaw)`` in its odom frame; ``odom_delta`` a map-frame step."""
-        return self.update_embedding(self.loc.embed(image), odom_pose, stamp, odom_delta)
-
     def update_embedding(self, emb: Embedding, odom_pose=None, stamp: float | None = None,
                          odom_delta: np.ndarray | None = None, sims: np.ndarray | None = None) -> Fix:
-        """The filter step on a frame's embedding (see :meth:`update`). ``sims``: the frame's (fused) similarity
-        to every place when the caller has it (maps up to ``DENSE_MAX`` places; the build's self-calibration
-        passes them with the frame's own place left out)."""
+        """The filter step on a frame's embedding (see :meth:`update`): predict particles, weight them by the
+        frame's evidence, resample, estimate. ``sims``: the frame's (fused) similarity to every place when the
+        caller has it (maps up to ``DENSE_MAX`` places; the build's self-calibration passes them with the frame's
+        own place left out)."""
         loc, p, s = self.loc, self.p, self.spacing
-        t_sims = 0.0
-        if sims is None and self._dense and loc.fused:  # the fix ranks every place by this too: compute it once
-            t0 = time.perf_counter()
-            sims = loc.similarities(emb)
-            t_sims = (time.perf_counter() - t0) * 1e3
-        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else p.candidates, fused=sims)
-        fix.timings_ms["index"] = fix.timings_ms.get("index", 0.0) + t_sims
-        fix.stamp = stamp
+        fix, sims = self._localize(emb, stamp, sims)
         if odom_pose is not None:
             odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
@@ -445,3 +508,74 @@ class SequenceFilter:
         fix.cov6[:2, :2] = fix.cov2
         fix.support = mode_mass
         return mode_mass
+
+
+def _neighbours(xy: np.ndarray, reach: float, chunk: int = 500) -> np.ndarray:
+    """(N, K) indices of the places within ``reach`` of each place (itself included), padded with its own index."""
+    rows = []
+    for a in range(0, len(xy), chunk):
+        d2 = ((xy[a:a + chunk, None, :] - xy[None, :, :]) ** 2).sum(2)
+        rows += [np.flatnonzero(r <= reach * reach) for r in d2]
+    nb = np.tile(np.arange(len(xy))[:, None], (1, max(len(r) for r in rows)))
+    for i, r in enumerate(rows):
+        nb[i, :len(r)] = r
+    return nb
+
+
+class PlaceFilter(_MapFilter):
+    """A histogram filter over the map's places, max-product (causal Viterbi); same interface as
+    :class:`SequenceFilter`. Each frame, place ``j``'s log-belief becomes ``beta_places * evidence[j]`` plus the
+    best of (the best log-belief among the places within ``place_reach_spacings`` of ``j``; with odometry, among
+    the places the odometry step carries within ``place_reach_odom_spacings`` of ``j``) and (the best log-belief
+    anywhere + ``log(place_jump)``: the robot was carried off). The estimate is the best place; the covariance is
+    the spread of the places weighted by ``exp(log-belief / place_temperature)`` about it, plus the place spacing
+    squared, times ``cov_scale_places``. Deterministic: no particles, no seed."""
+
+    def __init__(self, localizer: Localizer, params: FilterParams | None = None):
+        super().__init__(localizer, params)
+        s, p = self.spacing, self.p
+        self.nb = _neighbours(self.xy, p.place_reach_spacings * s)
+        self.nb_odom = _neighbours(self.xy, p.place_reach_odom_spacings * s)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the robot: the belief, running averages and odometry state (the map's tables are kept)."""
+        super().reset()
+        self.logb = None
+
+    def update_embedding(self, emb: Embedding, odom_pose=None, stamp: float | None = None,
+                         odom_delta: np.ndarray | None = None, sims: np.ndarray | None = None) -> Fix:
+        """The filter step on a frame's embedding (see :meth:`update`; ``sims`` as in :class:`SequenceFilter`)."""
+        p, s = self.p, self.spacing
+        fix, sims = self._localize(emb, stamp, sims)
+        if odom_pose is not None:
+            odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
+        t0 = time.perf_counter()
+        e = p.beta_places * self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom, sims)
+        if self.logb is None:
+            logb = e
+        else:
+            if odom_delta is None:
+                prior = self.logb[self.nb].max(1)
+            else:  # each place's belief carried along the odometry step to the place nearest where it lands
+                to, _ = self.lookup.nearest_place(self.xy + np.asarray(odom_delta, float)[:2])
+                moved = np.full(len(self.xy), -np.inf)
+                np.maximum.at(moved, to[to >= 0], self.logb[to >= 0])
+                prior = moved[self.nb_odom].max(1)
+            logb = e + np.maximum(prior, float(self.logb.max()) + np.log(p.place_jump))
+        self.logb = logb = logb - logb.max()
+        best = int(np.argmax(logb))
+        w = np.exp(logb / p.place_temperature)
+        w /= w.sum()
+        d = self.xy - self.xy[best]
+        cov2 = ((w[:, None] * d).T @ d + (s ** 2) * np.eye(2)) * p.cov_scale_places
+        support = float(w[np.einsum("ij,ij->i", d, d) <= (p.mode_radius_spacings * s) ** 2].sum())
+        fix.cov2 = cov2
+        fix.xyz = np.array([self.xy[best, 0], self.xy[best, 1], fix.xyz[2]])
+        fix.cov6 = fix.cov6.copy()
+        fix.cov6[:2, :2] = cov2
+        fix.support = support
+        self.loc.set_geodetic(fix)
+        self.last_yaw = fix.yaw
+        fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
+        return fix

@@ -38,7 +38,7 @@ from .appearance import fuse
 from .errors import DatasetError
 from .localizer import DENSE_MAX, Embedding, Localizer
 from .pose import CHI2_2D_95, REFINE_CHOICES, TEMPERATURES, clearly_better, fit_alpha, mahalanobis2
-from .temporal import FilterParams, SequenceFilter
+from .temporal import FilterParams, make_filter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
@@ -162,7 +162,7 @@ def replay(loc: Localizer, frames: list[Embedding], params: FilterParams, odom: 
     """The filter over a stream of frames (and odometry poses (N, 3) x, y, yaw, or None): estimates (N, 2)
     and covariances (N, 2, 2). ``own_left_out``: frame i is the map's place i, ranked against every place but its
     own (the self-calibration; maps up to ``DENSE_MAX`` places)."""
-    f = SequenceFilter(loc, params)
+    f = make_filter(loc, params)
     est, cov = np.zeros((len(frames), 2)), np.zeros((len(frames), 2, 2))
     for i, e in enumerate(frames):
         sims = None
@@ -175,48 +175,68 @@ def replay(loc: Localizer, frames: list[Embedding], params: FilterParams, odom: 
 
 
 def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
-                  odom: np.ndarray | None = None, seeds: int = 2, factors=EVIDENCE_FACTORS, progress=None) -> dict:
-    """The evidence strength and covariance scale for this map in this mode (with odometry when ``odom`` is
-    given); returns the record ``visloc tune`` stores under ``sequence.with_odometry`` / ``without_odometry``."""
+                  odom: np.ndarray | None = None, seeds: int = 2, factors=EVIDENCE_FACTORS, progress=None,
+                  kinds: tuple[str, ...] | None = None) -> dict:
+    """The filter kind, evidence strength and covariance scale for this map in this mode (with odometry when
+    ``odom`` is given); returns the record ``visloc tune`` stores under ``sequence.with_odometry`` /
+    ``without_odometry``. ``kinds``: the filters tried (default: both without odometry, the particles with it); the
+    place filter is chosen only when it is clearly better (``clearly_better``: by more than 2 frames and 1 %),
+    and every kind's own fit is kept under ``by_filter`` so that either can be run on the map, calibrated."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled stream of at least 10 frames (got {len(frames)})")
-    key = "beta_odom" if odom is not None else "beta"
+    kinds = kinds or (("particles",) if odom is not None else ("particles", "places"))
     base = FilterParams()  # the defaults (covariance scale 1), not the map's stored fit
-    bar = progress(total=len(factors) * seeds, desc="tuning the sequence filter") if progress else None
-    runs = {}
+    runs_of = {k: (1 if k == "places" else seeds) for k in kinds}  # the place filter is deterministic
+    bar = progress(total=len(factors) * sum(runs_of.values()), desc="tuning the sequence filter") if progress else None
+    fits = {}
     try:
-        for fct in factors:
-            b = getattr(base, key) * fct
-            runs[b] = []
-            for s in range(seeds):
-                est, cov = replay(loc, frames, replace(base, **{key: b, "seed": s}), odom)
-                runs[b].append((est - truth_xy, cov))
-                if bar:
-                    bar.update(1)
+        for kind in kinds:
+            key = "beta_places" if kind == "places" else "beta_odom" if odom is not None else "beta"
+            runs = {}
+            for fct in factors:
+                b = getattr(base, key) * fct
+                runs[b] = []
+                for s in range(runs_of[kind]):
+                    est, cov = replay(loc, frames, replace(base, **{key: b, "seed": s, "kind": kind}), odom)
+                    runs[b].append((est - truth_xy, cov))
+                    if bar:
+                        bar.update(1)
+            fits[kind] = _fit_evidence_and_scale(runs, radius, len(frames), runs_of[kind])
     finally:
         if bar:
             bar.close()
+    chosen = kinds[0]
+    for kind in kinds[1:]:
+        if clearly_better(fits[kind]["within_radius"], fits[chosen]["within_radius"], len(frames)):
+            chosen = kind
+    return {"filter": chosen, **fits[chosen], "radius": radius, "frames": len(frames),
+            "by_filter": {k: {f: v[f] for f in ("evidence", "cov_scale", "within_radius", "median_error",
+                                                  "coverage_95")} for k, v in fits.items()},
+            "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _fit_evidence_and_scale(runs: dict, radius: float, frames: int, seeds: int) -> dict:
+    """From replays per evidence strength (``{beta: [(errors, covariances) per seed]}``): the strength that puts
+    most frames within ``radius`` (ties: lower mean median error) and the covariance scale that makes its 95 %
+    ellipses hold ``coverage_target`` of the frames."""
     dist = {b: [np.linalg.norm(d, axis=1) for d, _ in r] for b, r in runs.items()}
     recall = {b: float(np.mean([np.mean(e <= radius) for e in es])) for b, es in dist.items()}
     median = {b: float(np.mean([np.median(e) for e in es])) for b, es in dist.items()}
     best = max(runs, key=lambda b: (round(recall[b], 4), -median[b]))
     err, cov = (np.concatenate(a) for a in zip(*runs[best]))
-    target = coverage_target(len(frames))
+    target = coverage_target(frames)
     scale = float(np.clip(fit_alpha(err, cov, target) ** 2, *COV_SCALE_RANGE))
     m2 = mahalanobis2(err, cov)
     return {
         "evidence": round(best, 4),
         "cov_scale": round(scale, 4),
         "coverage_target": round(target, 4),
-        "radius": radius,
-        "frames": len(frames),
         "seeds": seeds,
         "within_radius": round(recall[best], 4),
         "median_error": round(median[best], 4),
         "coverage_95_before": round(float(np.mean(m2 <= CHI2_2D_95)), 4),
         "coverage_95": round(float(np.mean(m2 <= CHI2_2D_95 * scale)), 4),
         "within_radius_by_evidence": {f"{b:g}": round(v, 4) for b, v in recall.items()},
-        "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -241,7 +261,7 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
     reg = None if m.regional is None else np.asarray(m.regional[:n], np.float32)
     frames = [Embedding(lat[i], None if app is None else app[i], None if reg is None else reg[i]) for i in range(n)]
     truth = m.places.xyz[:n, :2]
-    bar = progress(total=seeds, desc="calibrating the sequence filter") if progress else None
+    bar = progress(total=seeds + 1, desc="calibrating the sequence filters") if progress else None
     runs = []
     try:
         for seed in range(seeds):
@@ -249,6 +269,12 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
             runs.append((est - truth, cov))
             if bar:
                 bar.update(1)
+        # the place filter is deterministic: one replay
+        est, cov = replay(loc, frames, FilterParams.for_map(m.meta, kind="places", cov_scale_places=1.0),
+                          own_left_out=True)
+        places_err, places_cov = est - truth, cov
+        if bar:
+            bar.update(1)
     finally:
         if bar:
             bar.close()
@@ -256,9 +282,12 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
     target = coverage_target(n)
     fitted = float(fit_alpha(err, cov, target) ** 2)
     scale = float(np.clip(max(fitted, 1.0), *COV_SCALE_RANGE))
+    fitted_places = float(fit_alpha(places_err, places_cov, target) ** 2)
+    scale_places = float(np.clip(max(fitted_places, 1.0), *COV_SCALE_RANGE))
     m2 = mahalanobis2(err, cov)
     return dict(record, cov_scale=round(scale, 4), fitted_scale=round(fitted, 4), coverage_target=round(target, 4),
                 median_error=round(float(np.median(np.linalg.norm(err, axis=1))), 4),
                 coverage_95_before=round(float(np.mean(m2 <= CHI2_2D_95)), 4),
                 coverage_95=round(float(np.mean(m2 <= CHI2_2D_95 * scale)), 4),
+                cov_scale_places=round(scale_places, 4), fitted_scale_places=round(fitted_places, 4),
                 calibrated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

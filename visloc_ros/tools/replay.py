@@ -32,7 +32,8 @@ class Replay:
 
 
 def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "/camera/image_raw",
-               gt_topic: str = "/ground_truth/pose", odom_topic: str | None = "/odom", progress=None) -> Replay:
+               gt_topic: str = "/ground_truth/pose", odom_topic: str | None = "/odom", progress=None,
+               filter_kind: str | None = None) -> Replay:
     info = topics(bag)
     if image_topic not in info:
         raise BagError(f"bag has no image topic {image_topic} (topics: {', '.join(sorted(info))})")
@@ -40,9 +41,9 @@ def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "
     seq = odo_t = None
     if sequence:
         from ..core.pose import yaw_from_quat
-        from ..core.temporal import SequenceFilter
+        from ..core.temporal import FilterParams, make_filter
 
-        seq = SequenceFilter(loc)
+        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, **({"kind": filter_kind} if filter_kind else {})))
         if odom_topic and odom_topic in info:
             odo_t, odo_p, q = pose_track(bag, odom_topic)
             odo_pose = np.column_stack([odo_p[:, :2], yaw_from_quat(q)])
