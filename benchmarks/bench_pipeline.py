@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from visloc_ros.core.config import LocalizerConfig
+from visloc_ros.core.config import FILTER_KINDS, LocalizerConfig
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.synthetic import draw_scene
 
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--sequence", action="store_true", help="also run the sequence filter per frame")
-    ap.add_argument("--filter", choices=("particles", "places"), help="with --sequence: which filter (default: the map's)")
+    ap.add_argument("--filter", choices=FILTER_KINDS, help="with --sequence: which filter (default: the map's)")
     ap.add_argument("--json")
     a = ap.parse_args()
 
@@ -52,8 +52,8 @@ def main() -> None:
     loc = Localizer(a.map, LocalizerConfig(map_path=a.map, threads=a.threads, backend=a.backend))
     seq = None
     if a.sequence:
-        from visloc_ros.core.temporal import FilterParams, make_filter
-        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, **({"kind": a.filter} if a.filter else {})))
+        from visloc_ros.core.temporal import make_filter
+        seq = make_filter(loc, kind=a.filter)
     step = (lambda p: seq.update(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB))) if seq else loc.localize
     for i in range(10):
         step(paths[i % len(paths)])

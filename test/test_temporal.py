@@ -200,10 +200,11 @@ def test_place_filter_neighbours_and_nearest_place():
 
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 50, (300, 2))
-    nb = _neighbours(xy, 4.0, chunk=64)
+    nb, nb_small = _neighbours(xy, 4.0, 2.0, chunk=64)
     for i in range(0, 300, 17):
-        want = set(np.flatnonzero(np.linalg.norm(xy - xy[i], axis=1) <= 4.0))
-        assert set(nb[i]) == want  # padding repeats the place itself, which is within reach
+        for table, reach in ((nb, 4.0), (nb_small, 2.0)):
+            want = set(np.flatnonzero(np.linalg.norm(xy - xy[i], axis=1) <= reach))
+            assert set(table[i]) == want  # padding repeats the place itself, which is within reach
     look = PlaceLookup(xy, 2.0, far_m=6.0, margin_m=8.0)
     q = rng.uniform(0, 50, (200, 2))
     idx, dist = look.nearest_place(q)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.config import FILTER_KINDS
 from .common import add_config_args, config_from, progress_factory
 
 
@@ -44,7 +45,7 @@ def add_parser(sub) -> None:
     e.add_argument("--gt-topic", default="/ground_truth/pose")
     e.add_argument("--odom-topic", default="/odom", help="odometry driving the --sequence filter ('' = none)")
     e.add_argument("--sequence", action="store_true", help="temporal filter across frames")
-    e.add_argument("--filter", choices=("particles", "places"),
+    e.add_argument("--filter", choices=FILTER_KINDS,
                    help="with --sequence: which filter (default: the one `visloc tune` chose for the map)")
     e.add_argument("--out", required=True, metavar="DIR", help="metrics.json, TUM trajectories, plots")
     add_config_args(e)

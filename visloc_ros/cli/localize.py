@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..core.config import FILTER_KINDS
 from .common import add_config_args, config_from, progress_factory, read_odometry
 
 log = logging.getLogger("visloc")
@@ -26,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--odometry-csv", metavar="CSV",
                    help="with --sequence: wheel odometry per image (columns image, x, y, yaw in the odom frame; "
                         "e.g. a recorded run's odometry.csv) to drive the filter")
-    p.add_argument("--filter", choices=("particles", "places"),
+    p.add_argument("--filter", choices=FILTER_KINDS,
                    help="with --sequence: the filter (default: the one `visloc tune` chose for the map, particles "
                         "until then); places = a deterministic histogram filter over the map's places")
     p.add_argument("--seed", type=int, default=0,
@@ -69,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
         from ..core.temporal import FilterParams, fit_summary, make_filter
-        kind = {"kind": args.filter} if args.filter else {}
-        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed, **kind))
+        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed), kind=args.filter)
         log.info("sequence filter: %s%s", fit_summary(loc.map.meta),
                  f"; running the {args.filter} filter" if args.filter else "")
         if args.odometry_csv:

@@ -15,6 +15,8 @@ import yaml
 
 from .errors import VislocError
 
+FILTER_KINDS = ("particles", "places")  # the sequence filters (core/temporal.py)
+
 
 def _f(default, doc: str, choices: tuple | None = None):
     return field(default=default, metadata={"doc": doc, "choices": choices})
@@ -124,7 +126,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if self.max_rate_hz < 0:
             raise VislocError("parameter max_rate_hz must be >= 0")
-        if self.sequence_filter not in ("", "particles", "places"):
+        if self.sequence_filter not in ("", *FILTER_KINDS):
             raise VislocError(f"parameter sequence_filter must be '', 'particles' or 'places' (got {self.sequence_filter!r})")
         if self.lost_after < 1:
             raise VislocError("parameter lost_after must be >= 1")

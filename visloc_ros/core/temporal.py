@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from .appearance import zscore
+from .config import FILTER_KINDS
 from .localizer import DENSE_MAX, Embedding, Fix, Localizer
 
 
@@ -123,12 +124,13 @@ def fit_summary(meta: dict) -> str:
     return "; ".join(parts)
 
 
-FILTER_KINDS = ("particles", "places")
-
-
-def make_filter(localizer: Localizer, params: FilterParams | None = None) -> "SequenceFilter | PlaceFilter":
-    """The sequence filter of ``params.kind`` (default: the map's tuned parameters and kind)."""
+def make_filter(localizer: Localizer, params: FilterParams | None = None,
+                kind: str | None = None) -> "SequenceFilter | PlaceFilter":
+    """The sequence filter of ``params.kind`` (default: the map's tuned parameters and kind), or of ``kind`` when
+    one is given (a user's override: ``--filter``, the node's ``sequence_filter``)."""
     params = params or FilterParams.for_map(localizer.map.meta)
+    if kind:
+        params = replace(params, kind=kind)
     if params.kind not in FILTER_KINDS:
         raise ValueError(f"unknown sequence filter {params.kind!r} (expected one of {', '.join(FILTER_KINDS)})")
     return (PlaceFilter if params.kind == "places" else SequenceFilter)(localizer, params)
@@ -289,6 +291,22 @@ class _MapFilter:
         ``odom_pose`` is the odometry pose ``(x, y, yaw)`` in its odom frame; ``odom_delta`` a map-frame step."""
         return self.update_embedding(self.loc.embed(image), odom_pose, stamp, odom_delta)
 
+    @staticmethod
+    def _set_estimate(fix: Fix, centre: np.ndarray, cov2: np.ndarray, support: float) -> None:
+        """The filter's position, its 2-D covariance (also in the 6x6 one) and support replace the fix's own."""
+        fix.cov2 = cov2
+        fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
+        fix.cov6 = fix.cov6.copy()
+        fix.cov6[:2, :2] = cov2
+        fix.support = support
+
+    def _finish(self, fix: Fix, t0: float) -> Fix:
+        """Geodetic position, the heading that rotates the next odometry step, the filter step's time."""
+        self.loc.set_geodetic(fix)
+        self.last_yaw = fix.yaw
+        fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
+        return fix
+
 
 class SequenceFilter(_MapFilter):
     """Wraps a :class:`Localizer`; ``update(image, odom_pose=None) -> Fix`` per frame.
@@ -426,10 +444,7 @@ class SequenceFilter(_MapFilter):
             self.scale[:k] = self.rng.normal(1.0, p.odom_scale_sd, k)
             self.agility[:k] = self._draw_agility(k)
         self.prev_places = (cxy, wc)
-        loc.set_geodetic(fix)
-        self.last_yaw = fix.yaw
-        fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
-        return fix
+        return self._finish(fix, t0)
 
     def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
         """Which particles lie within ``r`` of ``centre``."""
@@ -499,27 +514,28 @@ class SequenceFilter(_MapFilter):
         d = pos - centre
         if mode_mass >= 0.5:
             wn = w[near] / mode_mass
-            fix.cov2 = (wn[:, None] * d[near]).T @ d[near] + (s ** 2) * np.eye(2)
+            cov2 = (wn[:, None] * d[near]).T @ d[near] + (s ** 2) * np.eye(2)
         else:
-            fix.cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
-        fix.cov2 = fix.cov2 * (self.p.cov_scale_odom if odom else self.p.cov_scale)
-        fix.xyz = np.array([centre[0], centre[1], fix.xyz[2]])
-        fix.cov6 = fix.cov6.copy()
-        fix.cov6[:2, :2] = fix.cov2
-        fix.support = mode_mass
+            cov2 = (w[:, None] * d).T @ d + (s ** 2) * np.eye(2)
+        self._set_estimate(fix, centre, cov2 * (self.p.cov_scale_odom if odom else self.p.cov_scale), mode_mass)
         return mode_mass
 
 
-def _neighbours(xy: np.ndarray, reach: float, chunk: int = 500) -> np.ndarray:
-    """(N, K) indices of the places within ``reach`` of each place (itself included), padded with its own index."""
-    rows = []
+def _neighbours(xy: np.ndarray, *reaches: float, chunk: int = 500) -> list[np.ndarray]:
+    """For each of ``reaches``, in one pass over the pairwise distances: (N, K) indices of the places within that
+    reach of each place (itself included), padded with its own index."""
+    rows = [[] for _ in reaches]
     for a in range(0, len(xy), chunk):
         d2 = ((xy[a:a + chunk, None, :] - xy[None, :, :]) ** 2).sum(2)
-        rows += [np.flatnonzero(r <= reach * reach) for r in d2]
-    nb = np.tile(np.arange(len(xy))[:, None], (1, max(len(r) for r in rows)))
-    for i, r in enumerate(rows):
-        nb[i, :len(r)] = r
-    return nb
+        for out, reach in zip(rows, reaches):
+            out += [np.flatnonzero(r <= reach * reach) for r in d2]
+    tables = []
+    for out in rows:
+        nb = np.tile(np.arange(len(xy))[:, None], (1, max(len(r) for r in out)))
+        for i, r in enumerate(out):
+            nb[i, :len(r)] = r
+        tables.append(nb)
+    return tables
 
 
 class PlaceFilter(_MapFilter):
@@ -534,8 +550,7 @@ class PlaceFilter(_MapFilter):
     def __init__(self, localizer: Localizer, params: FilterParams | None = None):
         super().__init__(localizer, params)
         s, p = self.spacing, self.p
-        self.nb = _neighbours(self.xy, p.place_reach_spacings * s)
-        self.nb_odom = _neighbours(self.xy, p.place_reach_odom_spacings * s)
+        self.nb, self.nb_odom = _neighbours(self.xy, p.place_reach_spacings * s, p.place_reach_odom_spacings * s)
         self.reset()
 
     def reset(self) -> None:
@@ -570,12 +585,5 @@ class PlaceFilter(_MapFilter):
         d = self.xy - self.xy[best]
         cov2 = ((w[:, None] * d).T @ d + (s ** 2) * np.eye(2)) * p.cov_scale_places
         support = float(w[np.einsum("ij,ij->i", d, d) <= (p.mode_radius_spacings * s) ** 2].sum())
-        fix.cov2 = cov2
-        fix.xyz = np.array([self.xy[best, 0], self.xy[best, 1], fix.xyz[2]])
-        fix.cov6 = fix.cov6.copy()
-        fix.cov6[:2, :2] = cov2
-        fix.support = support
-        self.loc.set_geodetic(fix)
-        self.last_yaw = fix.yaw
-        fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
-        return fix
+        self._set_estimate(fix, self.xy[best], cov2, support)
+        return self._finish(fix, t0)

@@ -280,10 +280,13 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
             bar.close()
     err, cov = (np.concatenate(a) for a in zip(*runs))
     target = coverage_target(n)
-    fitted = float(fit_alpha(err, cov, target) ** 2)
-    scale = float(np.clip(max(fitted, 1.0), *COV_SCALE_RANGE))
-    fitted_places = float(fit_alpha(places_err, places_cov, target) ** 2)
-    scale_places = float(np.clip(max(fitted_places, 1.0), *COV_SCALE_RANGE))
+
+    def never_narrower(err, cov):  # (the scale stored, the scale fitted): own images only ever widen
+        fitted = float(fit_alpha(err, cov, target) ** 2)
+        return float(np.clip(max(fitted, 1.0), *COV_SCALE_RANGE)), fitted
+
+    scale, fitted = never_narrower(err, cov)
+    scale_places, fitted_places = never_narrower(places_err, places_cov)
     m2 = mahalanobis2(err, cov)
     return dict(record, cov_scale=round(scale, 4), fitted_scale=round(fitted, 4), coverage_target=round(target, 4),
                 median_error=round(float(np.median(np.linalg.norm(err, axis=1))), 4),

@@ -118,11 +118,10 @@ class LocalizerNode(LifecycleNode):
         self.t_base_cam = conv.extrinsic_matrix(n.camera_x, n.camera_y, n.camera_z, n.camera_roll, n.camera_pitch,
                                                 n.camera_yaw)
         if n.sequence:
-            from ..core.temporal import FilterParams, fit_summary, make_filter
-            kind = {"kind": n.sequence_filter} if n.sequence_filter else {}
-            self.seq = make_filter(self.loc, FilterParams.for_map(self.loc.map.meta, **kind))
+            from ..core.temporal import fit_summary, make_filter
+            self.seq = make_filter(self.loc, kind=n.sequence_filter)
             self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta)}"
-                                   + (f"; running the {n.sequence_filter} filter" if kind else ""))
+                                   + (f"; running the {n.sequence_filter} filter" if n.sequence_filter else ""))
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)

@@ -41,9 +41,9 @@ def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "
     seq = odo_t = None
     if sequence:
         from ..core.pose import yaw_from_quat
-        from ..core.temporal import FilterParams, make_filter
+        from ..core.temporal import make_filter
 
-        seq = make_filter(loc, FilterParams.for_map(loc.map.meta, **({"kind": filter_kind} if filter_kind else {})))
+        seq = make_filter(loc, kind=filter_kind)
         if odom_topic and odom_topic in info:
             odo_t, odo_p, q = pose_track(bag, odom_topic)
             odo_pose = np.column_stack([odo_p[:, :2], yaw_from_quat(q)])
