@@ -17,17 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
+from visloc_ros.core.config import FILTER_KINDS
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("demo_dir")
-    ap.add_argument("--seed", type=int, default=0, help="the sequence filter's random seed (default 0)")
+    ap.add_argument("--seed", type=int, default=0, help="the particle filter's random seed (default 0)")
+    ap.add_argument("--filter", choices=FILTER_KINDS,
+                    help="the sequence filter (default: the map's choice)")
     ap.add_argument("--json")
     a = ap.parse_args()
     from visloc_ros.core.config import LocalizerConfig
     from visloc_ros.core.localizer import Localizer
     from visloc_ros.core.pose import yaw_from_quat
-    from visloc_ros.core.temporal import FilterParams, SequenceFilter
+    from visloc_ros.core.temporal import FilterParams, make_filter
     from visloc_ros.tools.bag import GT_TOPIC, IMAGE_TOPIC, ODOM_TOPIC, image_stream, nearest, pose_track
     from visloc_ros.tools.replay import score
 
@@ -37,7 +41,7 @@ def main() -> None:
     gt_t, gt_p, _ = pose_track(bag, GT_TOPIC)
     od_t, od_p, od_q = pose_track(bag, ODOM_TOPIC)
     od = np.column_stack([od_p[:, :2], yaw_from_quat(od_q)])
-    seq = SequenceFilter(loc, FilterParams.for_map(loc.map.meta, seed=a.seed))
+    seq = make_filter(loc, FilterParams.for_map(loc.map.meta, seed=a.seed), kind=a.filter)
     places = loc.map.places.xyz[:, :2]
     stages, top1, est, cov, truth = defaultdict(list), [], [], [], []
     for t, rgb in image_stream(bag, IMAGE_TOPIC):

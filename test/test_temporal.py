@@ -126,14 +126,14 @@ def test_estimate_reports_the_heavier_mode_with_its_spread(xy_map):
 def test_fit_summary_says_where_the_covariance_scale_comes_from():
     from visloc_ros.core.temporal import fit_summary
 
-    assert fit_summary({}) == ("without odometry: particles, covariance scale 1 (default); "
+    assert fit_summary({}) == ("without odometry: places, covariance scale 1 (default); "
                                "with odometry: particles, covariance scale 1 (default)")
-    meta = {"sequence": {"without_odometry": {"method": "self: ...", "cov_scale": 9.82},
+    meta = {"sequence": {"without_odometry": {"method": "self: ...", "cov_scale": 9.82, "cov_scale_places": 4.5},
                          "with_odometry": {"evidence": 4.2, "cov_scale": 0.7, "tuned_on": "run.csv"}}}
-    assert fit_summary(meta) == ("without odometry: particles, covariance scale 9.82 (self-calibrated at build); "
+    assert fit_summary(meta) == ("without odometry: places, covariance scale 4.5 (self-calibrated at build); "
                                  "with odometry: particles, covariance scale 0.7 (evidence 4.2, tuned on run.csv)")
-    meta["sequence"]["without_odometry"] = {"filter": "places", "evidence": 0.5, "cov_scale": 3.0, "tuned_on": "a"}
-    assert fit_summary(meta).startswith("without odometry: places, covariance scale 3 (evidence 0.5, tuned on a)")
+    meta["sequence"]["without_odometry"] = {"filter": "particles", "evidence": 2.0, "cov_scale": 3.0, "tuned_on": "a"}
+    assert fit_summary(meta).startswith("without odometry: particles, covariance scale 3 (evidence 2, tuned on a)")
 
 
 def _place_views(xy_map, order, rng, night_every=0):
@@ -156,7 +156,7 @@ def test_place_filter_tracks_recovers_and_is_deterministic(xy_map):
     frames = [(i, loc.embed(img)) for i, img in _place_views(xy_map, order, np.random.default_rng(0))]
     runs = []
     for _ in range(2):
-        filt = make_filter(loc, FilterParams(kind="places"))
+        filt = make_filter(loc, FilterParams(), kind="places")
         assert isinstance(filt, PlaceFilter)
         est = []
         for i, e in frames:
@@ -225,10 +225,86 @@ def test_filter_kind_from_the_map_and_unknown_kind(xy_map):
     assert (p.kind, p.beta_places, p.cov_scale_places, p.beta, p.cov_scale) == ("places", 0.7, 3.0, 1.4, 2.0)
     selfcal = {"sequence": {"without_odometry": {"method": "self", "cov_scale": 9.8, "cov_scale_places": 4.0}}}
     p = FilterParams.for_map(selfcal)
-    assert (p.kind, p.cov_scale, p.cov_scale_places) == ("particles", 9.8, 4.0)
+    assert (p.kind, p.kind_odom, p.cov_scale, p.cov_scale_places) == ("places", "particles", 9.8, 4.0)  # untuned
+    tuned = {"sequence": {"without_odometry": {"filter": "particles", "evidence": 2.0},
+                          "with_odometry": {"filter": "particles", "evidence": 4.0}}}
+    assert FilterParams.for_map(tuned).kind == "particles"
     loc = Localizer(xy_map)
-    assert isinstance(make_filter(loc, FilterParams.for_map(meta, particles=100)), PlaceFilter)
-    assert isinstance(make_filter(loc, FilterParams(particles=100)), SequenceFilter)
+    assert isinstance(make_filter(loc, FilterParams.for_map(meta, particles=100, kind_odom="places")), PlaceFilter)
+    assert isinstance(make_filter(loc, FilterParams.for_map(tuned, particles=100)), SequenceFilter)
+    assert isinstance(make_filter(loc, FilterParams(particles=100), kind="particles"), SequenceFilter)
     import pytest
     with pytest.raises(ValueError, match="unknown sequence filter"):
         make_filter(loc, FilterParams(kind="kalman"))
+
+
+def test_untuned_filter_runs_places_without_odometry_and_particles_with_it(xy_map):
+    """An untuned map's filter sends frames without odometry to the place filter and frames with odometry to the
+    particles; when odometry starts, the particles take over from a fresh start and track within a few frames."""
+    from visloc_ros.core.temporal import FilterByMode, PlaceFilter, make_filter
+
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    spacing = loc.pose_model.spacing
+    filt = make_filter(loc, FilterParams(particles=500))
+    assert isinstance(filt, FilterByMode)
+    assert isinstance(filt.filters[False], PlaceFilter) and isinstance(filt.filters[True], SequenceFilter)
+    errs = []
+    for k, (i, img) in enumerate(_place_views(xy_map, list(range(0, 20)), np.random.default_rng(2))):
+        with_odom = k >= 8
+        f = filt.update(img, odom_delta=places.xyz[i, :2] - places.xyz[i - 1, :2] if with_odom else None)
+        assert filt.mode is with_odom
+        errs.append(np.linalg.norm(f.xyz[:2] - places.xyz[i, :2]))
+    errs = np.array(errs)
+    assert np.median(errs[3:8]) < 1.0 * spacing     # the place filter, no odometry
+    assert np.all(errs[8 + 4:] < 1.5 * spacing)     # the particles, with odometry, after a fresh start
+
+
+def _blind_stream(loc, xy_map, seen, blind, rng):
+    """Frames of ``seen`` places, then ``blind`` frames that say nothing (every place equally similar)."""
+    frames = [(i, loc.embed(img), None) for i, img in _place_views(xy_map, seen, rng)]
+    flat = np.ones(len(loc.map), np.float32)
+    return frames + [(None, frames[-1][1], flat) for _ in range(blind)]
+
+
+def test_place_filter_steady_model_keeps_the_pace_through_blind_frames(xy_map):
+    """A stream moving one place per frame, then six frames that say nothing (a dark tunnel): the steady model
+    carries the belief on at the stream's pace; the agile model alone (``place_switch`` 0) cannot know where the
+    robot went and falls behind."""
+    from visloc_ros.core.temporal import PlaceFilter
+
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    spacing = loc.pose_model.spacing
+    frames = _blind_stream(loc, xy_map, list(range(0, 10)), 6, np.random.default_rng(3))
+    truth = places.xyz[np.arange(16), :2]
+    final = {}
+    for switch in (0.05, 0.0):
+        filt = PlaceFilter(loc, FilterParams(hub_prior=False, place_switch=switch))
+        est = [filt.update_embedding(replace(e, timings_ms={}), sims=s).xyz[:2] for _, e, s in frames]
+        final[switch] = np.linalg.norm(np.array(est) - truth, axis=1)
+    assert np.median(final[0.05][3:10]) < 1.0 * spacing
+    assert np.all(final[0.05][10:] < 1.5 * spacing)            # kept the pace through the blind frames
+    assert final[0.0][-1] > 2.5 * spacing                      # without the steady model: lost its way
+
+
+def test_place_filter_carries_slow_odometry(xy_map):
+    """Odometry steps shorter than half a place spacing still move the belief (they are summed until they reach
+    it): six frames that say nothing, a third of a spacing per frame, end two places on."""
+    from visloc_ros.core.temporal import PlaceFilter
+
+    loc = Localizer(xy_map)
+    places = load_map(xy_map).places
+    spacing = loc.pose_model.spacing
+    frames = _blind_stream(loc, xy_map, list(range(0, 8)), 6, np.random.default_rng(4))
+    filt = PlaceFilter(loc, FilterParams(hub_prior=False, kind="places"))
+    for k, (i, e, s) in enumerate(frames):
+        if k == 0:
+            delta = None
+        elif i is not None:
+            delta = places.xyz[i, :2] - places.xyz[i - 1, :2]
+        else:  # a third of the step from place 7 towards place 8, then 8 towards 9
+            j = 7 + (k - 8) // 3
+            delta = (places.xyz[j + 1, :2] - places.xyz[j, :2]) / 3
+        f = filt.update_embedding(replace(e, timings_ms={}), odom_delta=delta, sims=s)
+    assert np.linalg.norm(f.xyz[:2] - places.xyz[9, :2]) < 1.5 * spacing

@@ -30,7 +30,7 @@ def test_tune_fits_the_evidence_and_a_covariance_that_holds(xy_map, tmp_path):
     shutil.copytree(xy_map, m)
     loc, z, truth = _stream(m, list(range(30)) + list(range(10)))
     spacing = loc.pose_model.spacing
-    fit = tune_sequence(loc, z, truth, radius=2 * spacing, seeds=1)
+    fit = tune_sequence(loc, z, truth, radius=2 * spacing, seeds=1, kinds=("particles",))
     default = FilterParams().beta
     assert fit["evidence"] in [round(default * f, 4) for f in EVIDENCE_FACTORS]
     assert set(fit["within_radius_by_evidence"]) == {f"{default * f:g}" for f in EVIDENCE_FACTORS}
@@ -43,18 +43,21 @@ def test_tune_fits_the_evidence_and_a_covariance_that_holds(xy_map, tmp_path):
     filt = SequenceFilter(loc2)
     assert filt.p.beta == fit["evidence"] and filt.p.cov_scale == fit["cov_scale"]
     assert filt.p.beta_odom == FilterParams().beta_odom  # the odometry mode was not tuned
-    est1, cov1 = replay(loc2, z, FilterParams(beta=fit["evidence"]))
-    est2, cov2 = replay(loc2, z, FilterParams(beta=fit["evidence"], cov_scale=fit["cov_scale"]))
+    est1, cov1 = replay(loc2, z, FilterParams(beta=fit["evidence"], kind="particles"))
+    est2, cov2 = replay(loc2, z, FilterParams(beta=fit["evidence"], cov_scale=fit["cov_scale"], kind="particles"))
     np.testing.assert_allclose(est1, est2)
     np.testing.assert_allclose(cov2, cov1 * fit["cov_scale"], rtol=1e-9)
     assert load_map(m).meta["n_places"] == 30  # the rest of the map is untouched
 
 
-def test_weakest_tunable_evidence_still_recovers_a_kidnapped_robot(xy_map):
+@pytest.mark.parametrize("kind", ["particles", "places"])
+def test_weakest_tunable_evidence_still_recovers_a_kidnapped_robot(xy_map, kind):
     """The tuning grid stops where a kidnapped robot is still found again within a bounded number of frames."""
     order = list(range(0, 12)) + list(range(20, 30))
     loc, z, truth = _stream(xy_map, order)
-    est, _ = replay(loc, z, FilterParams(beta=FilterParams().beta * min(EVIDENCE_FACTORS), particles=500, seed=0))
+    weakest = min(EVIDENCE_FACTORS)
+    est, _ = replay(loc, z, FilterParams(beta=FilterParams().beta * weakest, particles=500, seed=0, kind=kind,
+                                         beta_places=FilterParams().beta_places * weakest))
     errs = np.linalg.norm(est - truth, axis=1) / loc.pose_model.spacing
     assert np.median(errs[3:12]) < 1.0
     assert np.all(errs[12 + 9:] < 2.5)

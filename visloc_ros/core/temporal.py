@@ -77,13 +77,19 @@ class FilterParams:
     cov_scale: float = 1.0        # the reported covariance x this (fitted by `visloc tune`), without odometry
     cov_scale_odom: float = 1.0   # ... with odometry
     seed: int = 0
-    kind: str = "particles"       # "particles" (SequenceFilter) or "places" (PlaceFilter)
+    kind: str = "places"          # the filter without odometry: "places" (PlaceFilter) or "particles" (SequenceFilter)
+    kind_odom: str = "particles"  # ... with odometry
     beta_places: float = 1.0      # places: log-belief per unit of evidence
     place_reach_spacings: float = 3.0  # places: without odometry the robot moves at most this far per frame
     place_reach_odom_spacings: float = 1.5  # ... with odometry, from where the odometry carries each place
     place_jump: float = 0.01      # places: the chance per frame of a jump anywhere (a kidnapped robot)
     place_temperature: float = 0.25  # places: the covariance weighs each place by exp(log-belief / this)
     cov_scale_places: float = 1.0  # places: the reported covariance x this (self-calibrated, or `visloc tune`)
+    place_switch: float = 0.05    # places, without odometry: a path's chance per frame to switch between the agile
+    #                               and the steady model (0 = agile only)
+    place_velocity_sigma_spacings: float = 0.75  # ... the steady model's spread of a step about the velocity
+    place_speed_rate: float = 0.15  # ... how fast the speed a path carries follows its steps (slowly: a pace)
+    place_heading_rate: float = 0.5  # ... and its heading (quickly: the path turns)
 
     @classmethod
     def for_map(cls, meta: dict, **overrides) -> "FilterParams":
@@ -92,9 +98,9 @@ class FilterParams:
         kw = {}
         for mode, suffix in (("without_odometry", ""), ("with_odometry", "_odom")):
             fitted = ((meta or {}).get("sequence") or {}).get(mode) or {}
-            kind = fitted.get("filter", "particles")  # the kind the top-level fit is for (and the map's choice)
-            if kind == "places":
-                kw["kind"] = "places"
+            if "filter" in fitted:  # the map's choice for this mode (`visloc tune`)
+                kw["kind" + suffix] = fitted["filter"]
+            kind = fitted.get("filter", "particles")  # the kind the top-level fit is for (self-calibration: particles)
             kinds = dict(fitted.get("by_filter") or {})  # `visloc tune` keeps the fit of every kind it tried
             kinds.setdefault(kind, {k: fitted[k] for k in ("evidence", "cov_scale") if k in fitted})
             if "cov_scale_places" in fitted:  # the build's self-calibration of the place filter
@@ -109,9 +115,11 @@ class FilterParams:
 
 
 def fit_summary(meta: dict) -> str:
-    """Where the filter's covariance scale (and evidence strength) come from, in one line for the logs."""
+    """Which filter runs in each mode and where its covariance scale (and evidence strength) come from, in one line
+    for the logs."""
+    p = FilterParams.for_map(meta)
     parts = []
-    for mode in ("without_odometry", "with_odometry"):
+    for mode, kind in (("without_odometry", p.kind), ("with_odometry", p.kind_odom)):
         f = ((meta or {}).get("sequence") or {}).get(mode) or {}
         if "evidence" in f:
             src = f"evidence {f['evidence']:g}, tuned on {f.get('tuned_on', 'a labelled run')}"
@@ -119,21 +127,59 @@ def fit_summary(meta: dict) -> str:
             src = "self-calibrated at build" if "skipped" not in f else f"not calibrated: {f['skipped']}"
         else:
             src = "default"
-        kind = f.get("filter", "particles")
-        parts.append(f"{mode.replace('_', ' ')}: {kind}, covariance scale {float(f.get('cov_scale', 1.0)):g} ({src})")
+        scale = p.cov_scale_places if kind == "places" else p.cov_scale_odom if mode == "with_odometry" else p.cov_scale
+        parts.append(f"{mode.replace('_', ' ')}: {kind}, covariance scale {scale:g} ({src})")
     return "; ".join(parts)
 
 
 def make_filter(localizer: Localizer, params: FilterParams | None = None,
-                kind: str | None = None) -> "SequenceFilter | PlaceFilter":
-    """The sequence filter of ``params.kind`` (default: the map's tuned parameters and kind), or of ``kind`` when
-    one is given (a user's override: ``--filter``, the node's ``sequence_filter``)."""
+                kind: str | None = None) -> "SequenceFilter | PlaceFilter | FilterByMode":
+    """The sequence filter: ``params.kind`` without odometry, ``params.kind_odom`` with it (default: the map's tuned
+    parameters and choices; untuned maps: places without odometry, particles with it), or ``kind`` in both modes
+    when one is given (a user's override: ``--filter``, the node's ``sequence_filter``)."""
     params = params or FilterParams.for_map(localizer.map.meta)
     if kind:
-        params = replace(params, kind=kind)
-    if params.kind not in FILTER_KINDS:
-        raise ValueError(f"unknown sequence filter {params.kind!r} (expected one of {', '.join(FILTER_KINDS)})")
+        params = replace(params, kind=kind, kind_odom=kind)
+    for k in (params.kind, params.kind_odom):
+        if k not in FILTER_KINDS:
+            raise ValueError(f"unknown sequence filter {k!r} (expected one of {', '.join(FILTER_KINDS)})")
+    if params.kind != params.kind_odom:
+        return FilterByMode(localizer, params)
     return (PlaceFilter if params.kind == "places" else SequenceFilter)(localizer, params)
+
+
+class FilterByMode:
+    """Two filters, one per mode: frames that come with odometry go to ``kind_odom``'s, frames without it to
+    ``kind``'s. Only the filter of the frame's mode runs; when the mode changes (odometry starts or stops), the
+    filter taking over starts afresh from the frames that follow (a kidnapping-like recovery, a few frames)."""
+
+    def __init__(self, localizer: Localizer, params: FilterParams):
+        kinds = {"places": PlaceFilter, "particles": SequenceFilter}
+        self.p = params
+        self.filters = {False: kinds[params.kind](localizer, params),
+                        True: kinds[params.kind_odom](localizer, params)}
+        self.mode = None
+
+    def reset(self) -> None:
+        for f in self.filters.values():
+            f.reset()
+        self.mode = None
+
+    def _pick(self, odom: bool) -> "SequenceFilter | PlaceFilter":
+        if self.mode is not None and self.mode != odom:
+            self.filters[odom].reset()
+        self.mode = odom
+        return self.filters[odom]
+
+    def update(self, image: np.ndarray, odom_pose=None, stamp: float | None = None,
+               odom_delta: np.ndarray | None = None) -> Fix:
+        odom = odom_pose is not None or odom_delta is not None
+        return self._pick(odom).update(image, odom_pose, stamp, odom_delta)
+
+    def update_embedding(self, emb: Embedding, odom_pose=None, stamp: float | None = None,
+                         odom_delta: np.ndarray | None = None, sims: np.ndarray | None = None) -> Fix:
+        odom = odom_pose is not None or odom_delta is not None
+        return self._pick(odom).update_embedding(emb, odom_pose, stamp, odom_delta, sims)
 
 
 class PlaceLookup:
@@ -551,12 +597,17 @@ class PlaceFilter(_MapFilter):
         super().__init__(localizer, params)
         s, p = self.spacing, self.p
         self.nb, self.nb_odom = _neighbours(self.xy, p.place_reach_spacings * s, p.place_reach_odom_spacings * s)
+        self.step = (self.xy[:, None, :] - self.xy[self.nb]).astype(np.float32)  # (N, K, 2): from nb[i, k] to i
+        self.nb_deg = (self.nb != np.arange(len(self.xy))[:, None]).sum(1) + 1  # real neighbours, itself included
+        self.nb_mask = np.arange(self.nb.shape[1])[None, :] < self.nb_deg[:, None]
         self.reset()
 
     def reset(self) -> None:
         """Forget the robot: the belief, running averages and odometry state (the map's tables are kept)."""
         super().reset()
         self.logb = None
+        self.models = None  # without odometry, with place_switch: (2, N) log-beliefs, agile and steady
+        self.pending = np.zeros(2)  # odometry not yet carried into the belief (less than half a spacing)
 
     def update_embedding(self, emb: Embedding, odom_pose=None, stamp: float | None = None,
                          odom_delta: np.ndarray | None = None, sims: np.ndarray | None = None) -> Fix:
@@ -569,21 +620,88 @@ class PlaceFilter(_MapFilter):
         e = p.beta_places * self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom, sims)
         if self.logb is None:
             logb = e
+        elif odom_delta is None and p.place_switch > 0:
+            logb = self._two_models(e)
         else:
+            self.models = None
             if odom_delta is None:
                 prior = self.logb[self.nb].max(1)
-            else:  # each place's belief carried along the odometry step to the place nearest where it lands
-                to, _ = self.lookup.nearest_place(self.xy + np.asarray(odom_delta, float)[:2])
-                moved = np.full(len(self.xy), -np.inf)
-                np.maximum.at(moved, to[to >= 0], self.logb[to >= 0])
-                prior = moved[self.nb_odom].max(1)
+            else:
+                # odometry steps are summed until they reach half a place spacing (smaller ones would round back
+                # to the same place); then each place's belief is carried along the sum to the place nearest where
+                # it lands, and spread within place_reach_odom_spacings of there (the odometry's error)
+                self.pending += np.asarray(odom_delta, float)[:2]
+                if float(np.hypot(*self.pending)) < 0.5 * s:
+                    prior = self.logb
+                else:
+                    to, _ = self.lookup.nearest_place(self.xy + self.pending)
+                    self.pending[:] = 0.0
+                    moved = np.full(len(self.xy), -np.inf)
+                    np.maximum.at(moved, to[to >= 0], self.logb[to >= 0])
+                    prior = moved[self.nb_odom].max(1)
             logb = e + np.maximum(prior, float(self.logb.max()) + np.log(p.place_jump))
         self.logb = logb = logb - logb.max()
         best = int(np.argmax(logb))
-        w = np.exp(logb / p.place_temperature)
+        w = np.exp(logb.astype(np.float64) / p.place_temperature)
         w /= w.sum()
         d = self.xy - self.xy[best]
         cov2 = ((w[:, None] * d).T @ d + (s ** 2) * np.eye(2)) * p.cov_scale_places
-        support = float(w[np.einsum("ij,ij->i", d, d) <= (p.mode_radius_spacings * s) ** 2].sum())
+        support = min(1.0, float(w[np.einsum("ij,ij->i", d, d) <= (p.mode_radius_spacings * s) ** 2].sum()))
         self._set_estimate(fix, self.xy[best], cov2, support)
         return self._finish(fix, t0)
+
+    def _follow(self, v: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Velocities (M, 2) after taking ``step`` (M, 2): the speed follows the step's length slowly (the pace),
+        the heading its direction quickly (the turns of the path)."""
+        p = self.p
+        speed = np.hypot(v[:, 0], v[:, 1])
+        speed += p.place_speed_rate * (np.hypot(step[:, 0], step[:, 1]) - speed)
+        head = v + p.place_heading_rate * (step - v)
+        return head * (speed / np.maximum(np.hypot(head[:, 0], head[:, 1]), 1e-9))[:, None]
+
+    def _steady_bonus(self, v: np.ndarray) -> np.ndarray:
+        """(N, K) log-odds of the steady model against the agile one for the step from place ``nb[i, k]`` (moving
+        at ``v[nb[i, k]]``) to place ``i``: a Gaussian about the velocity, normalised over the places within reach
+        of the predecessor, against the agile model's even chance among the ``2 * reach + 1`` places a path
+        within reach holds (counted along a path, so that a 2-D map's crowd of places does not make standing
+        still a bargain)."""
+        p = self.p
+        inv = 0.5 / (p.place_velocity_sigma_spacings * self.spacing) ** 2
+        out = -self.step - v[:, None, :]  # each place's steps to its neighbours, less its velocity
+        z = np.where(self.nb_mask, -inv * np.einsum("nkc,nkc->nk", out, out), -np.inf)
+        zmax = z.max(1)
+        norm = zmax + np.log(np.exp(z - zmax[:, None]).sum(1)) - np.log(2 * p.place_reach_spacings + 1)
+        dev = self.step - v[self.nb]
+        return -inv * np.einsum("nkc,nkc->nk", dev, dev) - norm[self.nb]
+
+    def _two_models(self, e: np.ndarray) -> np.ndarray:
+        """Without odometry: each place held twice, by an agile model (any step within reach, free: the
+        max-product step of the class's text) and a steady one (a step near the velocity the path carries: a
+        bonus while the stream keeps its pace, a cost when it does not, :meth:`_steady_bonus`); a path changes
+        model at ``place_switch`` per frame, and a jump lands in the agile model at unknown speed. Each place's
+        velocity is its best path's (:meth:`_follow`). Returns each place's best log-belief of the two."""
+        p = self.p
+        n, rows = len(self.xy), np.arange(len(self.xy))
+        if self.models is None:
+            self.models = np.stack([self.logb, self.logb])
+            self.mvel = np.zeros((2, n, 2), np.float32)
+        L, V = self.models, self.mvel
+        stay, switch = np.log1p(-p.place_switch), np.log(p.place_switch)
+        bonus = [self._steady_bonus(V[src]) for src in (0, 1)]
+        new_L, new_V = np.empty_like(L), np.empty_like(V)
+        for m in (0, 1):  # into the agile (0) and the steady (1) model, from either
+            score = np.stack([L[src][self.nb] + (stay if src == m else switch) + (bonus[src] if m else 0.0)
+                              for src in (0, 1)])  # (2, N, K)
+            flat = score.transpose(1, 0, 2).reshape(n, -1)
+            best = flat.argmax(1)
+            src, k = np.divmod(best, score.shape[2])
+            prior = flat[rows, best]
+            new_V[m] = self._follow(V[src, self.nb[rows, k]], self.step[rows, k])
+            if m == 0:
+                jump = float(L.max()) + np.log(p.place_jump)
+                new_V[m][prior < jump] = 0.0
+                prior = np.maximum(prior, jump)
+            new_L[m] = e + prior
+        new_L -= new_L.max()
+        self.models, self.mvel = new_L, new_V
+        return new_L.max(0)

@@ -179,12 +179,13 @@ def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray,
                   kinds: tuple[str, ...] | None = None) -> dict:
     """The filter kind, evidence strength and covariance scale for this map in this mode (with odometry when
     ``odom`` is given); returns the record ``visloc tune`` stores under ``sequence.with_odometry`` /
-    ``without_odometry``. ``kinds``: the filters tried (default: both without odometry, the particles with it); the
-    place filter is chosen only when it is clearly better (``clearly_better``: by more than 2 frames and 1 %),
-    and every kind's own fit is kept under ``by_filter`` so that either can be run on the map, calibrated."""
+    ``without_odometry``. ``kinds``: the filters tried, the default first (without odometry: places, then
+    particles; with it: the particles); another is chosen only when it is clearly better (``clearly_better``: by
+    more than 2 frames and 1 %), and every kind's own fit is kept under ``by_filter`` so that either can be run on
+    the map, calibrated."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled stream of at least 10 frames (got {len(frames)})")
-    kinds = kinds or (("particles",) if odom is not None else ("particles", "places"))
+    kinds = kinds or (("particles",) if odom is not None else ("places", "particles"))
     base = FilterParams()  # the defaults (covariance scale 1), not the map's stored fit
     runs_of = {k: (1 if k == "places" else seeds) for k in kinds}  # the place filter is deterministic
     bar = progress(total=len(factors) * sum(runs_of.values()), desc="tuning the sequence filter") if progress else None
@@ -197,7 +198,8 @@ def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray,
                 b = getattr(base, key) * fct
                 runs[b] = []
                 for s in range(runs_of[kind]):
-                    est, cov = replay(loc, frames, replace(base, **{key: b, "seed": s, "kind": kind}), odom)
+                    est, cov = replay(loc, frames, replace(base, **{key: b, "seed": s, "kind": kind,
+                                                                     "kind_odom": kind}), odom)
                     runs[b].append((est - truth_xy, cov))
                     if bar:
                         bar.update(1)
@@ -265,7 +267,8 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
     runs = []
     try:
         for seed in range(seeds):
-            est, cov = replay(loc, frames, FilterParams.for_map(m.meta, seed=seed, cov_scale=1.0), own_left_out=True)
+            est, cov = replay(loc, frames, FilterParams.for_map(m.meta, seed=seed, cov_scale=1.0, kind="particles"),
+                              own_left_out=True)
             runs.append((est - truth, cov))
             if bar:
                 bar.update(1)
