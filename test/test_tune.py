@@ -127,3 +127,19 @@ def test_self_calibration_only_widens_and_is_what_the_build_stored(xy_map):
     assert stored["method"] == rec["method"] and stored["frames"] == 30 and stored["cov_scale"] >= 1.0
     assert FilterParams.for_map(loc.map.meta).cov_scale == stored["cov_scale"]
     assert self_calibrate_sequence(loc, max_frames=5)["skipped"].startswith("needs 10")
+
+
+def test_evidence_fit_keeps_the_default_when_the_run_cannot_tell():
+    """Every strength puts the same frames within the radius at the same median error: the default is kept (not
+    the first or weakest of the grid), and the covariance scale is fitted for it."""
+    from visloc_ros.core.tune import _fit_evidence_and_scale
+
+    rng = np.random.default_rng(0)
+    err = rng.normal(0, 1.0, (200, 2))
+    cov = np.tile(np.eye(2), (200, 1, 1))
+    runs = {b: [(err, cov)] for b in (0.5, 0.7, 1.0, 1.4, 2.0)}
+    fit = _fit_evidence_and_scale(runs, radius=2.0, frames=200, seeds=1, default=1.0)
+    assert fit["evidence"] == 1.0
+    assert 0.5 < fit["cov_scale"] < 2.0  # unit-variance errors, unit covariances: about 1
+    runs[1.4] = [(err * 0.5, cov)]  # a strength that is really better still wins
+    assert _fit_evidence_and_scale(runs, radius=2.0, frames=200, seeds=1, default=1.0)["evidence"] == 1.4

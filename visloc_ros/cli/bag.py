@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     e.add_argument("--odom-topic", default="/odom", help="odometry driving the --sequence filter ('' = none)")
     e.add_argument("--sequence", action="store_true", help="temporal filter across frames")
     e.add_argument("--filter", choices=FILTER_KINDS,
-                   help="with --sequence: which filter (default: the one `visloc tune` chose for the map)")
+                   help="with --sequence: one filter for every frame (default: the map's choice; untuned: places "
+                        "without odometry, particles with it)")
     e.add_argument("--out", required=True, metavar="DIR", help="metrics.json, TUM trajectories, plots")
     add_config_args(e)
     e.set_defaults(func=run_eval)

@@ -82,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
                                            metric_weight=1.0 if args.metric_learning > 0 else 0.0,
                                            device=args.train_device))
     meta = m.meta
+    seq = meta["sequence"]["without_odometry"]
     print(f"map {m.path}: {len(m)} places ({meta['skipped_images']} images skipped), "
           f"SOM {meta['som']['rows']}x{meta['som']['cols']}, latent {meta['encoder']['latent_dim']}, "
           f"{'georeferenced' if meta['georeferenced'] else 'local frame'}, "
-          f"covariance scale {meta['pose_model']['alpha']:.2f} (sequence without odometry "
-          f"{meta['sequence']['without_odometry']['cov_scale']:.2f}), encoder trained on {meta['encoder']['device']} "
+          f"covariance scale {meta['pose_model']['alpha']:.2f} (sequence without odometry: places "
+          f"{seq.get('cov_scale_places', 1.0):.2f}, particles {seq['cov_scale']:.2f}), encoder trained on "
+          f"{meta['encoder']['device']} "
           f"in {meta['encoder']['train_seconds']:.1f} s, built in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -28,8 +28,9 @@ def add_parser(sub) -> None:
                    help="with --sequence: wheel odometry per image (columns image, x, y, yaw in the odom frame; "
                         "e.g. a recorded run's odometry.csv) to drive the filter")
     p.add_argument("--filter", choices=FILTER_KINDS,
-                   help="with --sequence: the filter (default: the one `visloc tune` chose for the map, particles "
-                        "until then); places = a deterministic histogram filter over the map's places")
+                   help="with --sequence: one filter for every frame (default: the map's choice; untuned: places "
+                        "without odometry, particles with it); places = a deterministic histogram filter over the "
+                        "map's places")
     p.add_argument("--seed", type=int, default=0,
                    help="with --sequence: the particle filter's random seed (default 0); figures move by several "
                         "points from one seed to the next on hard streams, so report more than one")

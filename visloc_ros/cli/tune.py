@@ -120,10 +120,11 @@ def run_self(args: argparse.Namespace) -> int:
     if "skipped" in fit:
         print(f"without_odometry: not calibrated ({fit['skipped']}); covariance scale {fit['cov_scale']:g}")
     else:
-        print(f"without_odometry (self-calibration on {fit['frames']} map images x {fit['seeds']} seeds): covariance "
-              f"scale {fit['cov_scale']:g} (fitted {fit['fitted_scale']:g}, never below 1; 95 %-ellipse coverage "
-              f"{100 * fit['coverage_95_before']:.1f} % -> {100 * fit['coverage_95']:.1f} %, median error "
-              f"{fit['median_error']:g})")
+        print(f"without_odometry (self-calibration on {fit['frames']} map images): particles ({fit['seeds']} seeds) "
+              f"covariance scale {fit['cov_scale']:g} (fitted {fit['fitted_scale']:g}, never below 1; 95 %-ellipse "
+              f"coverage {100 * fit['coverage_95_before']:.1f} % -> {100 * fit['coverage_95']:.1f} %, median error "
+              f"{fit['median_error']:g}); places covariance scale {fit['cov_scale_places']:g} (fitted "
+              f"{fit['fitted_scale_places']:g})")
     if not args.dry_run:
         print(f"stored in {args.map}/map.yaml (section sequence.without_odometry)")
     return 0

@@ -116,7 +116,7 @@ class NodeConfig:
     camera_yaw: float = _f(0.0, "Camera orientation in base_frame, yaw (rad).")
     max_rate_hz: float = _f(0.0, "Process at most this many frames per second; 0 = as many as the worker takes.")
     sequence: bool = _f(False, "Accumulate evidence across frames (particle filter, odometry-driven when odom arrives).")
-    sequence_filter: str = _f("", "With sequence: 'particles' or 'places' (histogram filter over the map's places); '' = the map's tuned choice.")
+    sequence_filter: str = _f("", "With sequence: 'particles' or 'places' (histogram filter over the map's places) in both modes; '' = the map's choice (untuned: places without odometry, particles with it).")
     lost_after: int = _f(10, "Consecutive withheld frames before the state becomes LOST.")
     publish_debug_image: bool = _f(False, "Publish /visloc/debug_image (query beside its best map image).")
     autostart: bool = _f(True, "Configure and activate at start-up, so a plain run localizes right away.")

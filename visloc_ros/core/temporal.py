@@ -18,10 +18,12 @@ the map's spacing.
 :class:`PlaceFilter` is the other kind (``kind="places"``): a histogram filter over the map's places themselves,
 max-product (a causal Viterbi): each place's belief is the frame's evidence plus the best belief among the places
 within reach of it a frame ago (around where odometry carries each place, when given), or the best belief
-anywhere minus a jump penalty (a kidnapping); the estimate is the best place, its covariance the spread of the
-belief sharpened by a temperature. It has no velocity and no randomness: every run gives the same estimates.
-Walks through rooms and corridors at varying pace suit it; a train at steady speed suits the particles'
-velocity. ``make_filter`` builds the kind a map's ``visloc tune`` chose (particles until then).
+anywhere minus a jump penalty (a kidnapping); without odometry each place is held by an agile model (any step
+within reach) and a steady one (steps near the velocity its path carries), so the belief keeps a stream's pace
+through frames that say nothing. The estimate is the best place, its covariance the spread of the belief
+sharpened by a temperature. No randomness: every run gives the same estimates. ``make_filter`` builds the map's
+choice per mode (:class:`FilterByMode`): untuned, places without odometry and particles with it (the particles
+carry the odometry's own error better: the night tunnel), or what ``visloc tune`` chose.
 """
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray,
                     runs[b].append((est - truth_xy, cov))
                     if bar:
                         bar.update(1)
-            fits[kind] = _fit_evidence_and_scale(runs, radius, len(frames), runs_of[kind])
+            fits[kind] = _fit_evidence_and_scale(runs, radius, len(frames), runs_of[kind], getattr(base, key))
     finally:
         if bar:
             bar.close()
@@ -217,14 +217,15 @@ def tune_sequence(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray,
             "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def _fit_evidence_and_scale(runs: dict, radius: float, frames: int, seeds: int) -> dict:
+def _fit_evidence_and_scale(runs: dict, radius: float, frames: int, seeds: int, default: float) -> dict:
     """From replays per evidence strength (``{beta: [(errors, covariances) per seed]}``): the strength that puts
-    most frames within ``radius`` (ties: lower mean median error) and the covariance scale that makes its 95 %
-    ellipses hold ``coverage_target`` of the frames."""
+    most frames within ``radius`` (ties: lower mean median error, then the one nearest ``default``: a run that
+    cannot tell strengths apart keeps the default) and the covariance scale that makes its 95 % ellipses hold
+    ``coverage_target`` of the frames."""
     dist = {b: [np.linalg.norm(d, axis=1) for d, _ in r] for b, r in runs.items()}
     recall = {b: float(np.mean([np.mean(e <= radius) for e in es])) for b, es in dist.items()}
     median = {b: float(np.mean([np.median(e) for e in es])) for b, es in dist.items()}
-    best = max(runs, key=lambda b: (round(recall[b], 4), -median[b]))
+    best = max(runs, key=lambda b: (round(recall[b], 4), -round(median[b], 4), -abs(np.log(b / default))))
     err, cov = (np.concatenate(a) for a in zip(*runs[best]))
     target = coverage_target(frames)
     scale = float(np.clip(fit_alpha(err, cov, target) ** 2, *COV_SCALE_RANGE))
