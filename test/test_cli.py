@@ -140,7 +140,8 @@ def test_tune_stores_the_fit_in_the_map(tmp_path, xy_map, synth_xy):
     stream = str(synth_xy[0])  # the map's own images, in the order they were taken
     r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1", "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert "without_odometry: particles filter, evidence" in r.stdout and (m / "map.yaml").read_text() == before
+    assert "without_odometry: places filter, evidence" in r.stdout and "; particles: within 4 " in r.stdout
+    assert (m / "map.yaml").read_text() == before
     r = run_visloc("tune", "--map", str(m), "--images-csv", stream, "--radius", "4", "--seeds", "1")
     assert r.returncode == 0, r.stderr
     meta = yaml.safe_load((m / "map.yaml").read_text())

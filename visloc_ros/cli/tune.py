@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{mode}: {fit['filter']} filter, evidence {fit['evidence']:g} (within {args.radius:g}: {100 * fit['within_radius']:.1f} %, "
           f"by evidence {fit['within_radius_by_evidence']}), covariance scale {fit['cov_scale']:g} "
           f"(95 %-ellipse coverage {100 * fit['coverage_95_before']:.1f} % -> {100 * fit['coverage_95']:.1f} %) "
-          f"on {fit['frames']} frames")
+          f"on {fit['frames']} frames" + "".join(f"; {k}: within {args.radius:g} {100 * v['within_radius']:.1f} %"
+                                                 for k, v in fit["by_filter"].items() if k != fit["filter"]))
     if not args.dry_run:
         update_meta(args.map, "single", single)
         section = dict(loc.map.meta.get("sequence") or {})
