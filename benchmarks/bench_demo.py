@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the particle filter's random seed (default 0)")
     ap.add_argument("--filter", choices=FILTER_KINDS,
                     help="the sequence filter (default: the map's choice)")
+    ap.add_argument("--no-odometry", action="store_true",
+                    help="leave the bag's wheel odometry out: a camera-only robot")
     ap.add_argument("--json")
     a = ap.parse_args()
     from visloc_ros.core.config import LocalizerConfig
@@ -49,7 +51,7 @@ def main() -> None:
         emb = loc.embed(rgb)  # one CNN pass per frame serves both modes
         single = loc.localize_embedding(replace(emb, timings_ms={}))
         top1.append(np.linalg.norm(places[single.best_id] - g) <= 2.0)
-        k = nearest(od_t, t, 100_000_000)
+        k = None if a.no_odometry else nearest(od_t, t, 100_000_000)
         fix = seq.update_embedding(emb, odom_pose=None if k is None else od[k])
         for name, ms in fix.timings_ms.items():
             stages[name].append(ms)
