@@ -1,6 +1,7 @@
 """localizer_node in its own process over real DDS: poses, status, diagnostics, bad input, lifecycle."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -164,6 +165,51 @@ def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy
         col.close()
         out = stop(proc)
     assert "image skipped" in out and "odom: non-finite" in out, out[-3000:]
+
+
+def test_sequence_filter_over_dds_without_then_with_odometry(ros, xy_map, synth_xy):
+    """With ``sequence: true`` the node runs the map's filters: frames that arrive while no odometry has come go to
+    the place filter, frames after odometry starts to the particles (the mode switch restarts the filter taking
+    over); in both modes its poses follow the robot around the mapped loop."""
+    from visloc_ros.core.dataset import read_csv
+
+    run = read_csv(synth_xy[0])  # the mapping run itself, in order: 2 m between frames
+    with open(synth_xy[0], newline="") as f:
+        yaw = np.array([float(r["yaw"]) for r in csv.DictReader(f)])
+    proc = start_node(xy_map, "-p", "sequence:=true")
+    col = Collector(ros)
+    pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+    odom = ros.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
+    truth = {}
+    try:
+        assert wait_for_subscriber(ros, pub, col)
+        for k in range(24):
+            if k >= 12:  # the wheels start reporting: the odom frame is the map frame here, heading included
+                o = Odometry()
+                o.header.stamp = ros.get_clock().now().to_msg()
+                o.pose.pose.position.x, o.pose.pose.position.y = (float(v) for v in run.xyz[k, :2])
+                o.pose.pose.orientation.z, o.pose.pose.orientation.w = np.sin(yaw[k] / 2), np.cos(yaw[k] / 2)
+                odom.publish(o)
+                spin_until(ros, lambda: False, 0.2)
+            m = image_msg(ros, load_image(run.path(k)))
+            truth[(m.header.stamp.sec, m.header.stamp.nanosec)] = k
+            n = len(col.status)
+            pub.publish(m)
+            spin_until(ros, lambda n=n: len(col.status) > n, 5.0)
+        spin_until(ros, lambda: len(col.poses) >= 24, 3.0)
+    finally:
+        ros.destroy_publisher(pub)
+        ros.destroy_publisher(odom)
+        col.close()
+        out = stop(proc)
+    err = {}
+    for p in col.poses:
+        k = truth[(p.header.stamp.sec, p.header.stamp.nanosec)]
+        err[k] = float(np.hypot(p.pose.pose.position.x - run.xyz[k, 0], p.pose.pose.position.y - run.xyz[k, 1]))
+    without, with_odom = [e for k, e in err.items() if 3 <= k < 12], [e for k, e in err.items() if k >= 16]
+    assert len(without) >= 6 and len(with_odom) >= 5, (sorted(err), out[-2000:])  # best effort: a few may drop
+    assert np.median(without) < 2.0 and np.median(with_odom) < 2.0, (err, out[-2000:])  # 2 m: one place spacing
+    assert "without odometry: places" in out and "with odometry: particles" in out, out[-2000:]
 
 
 def _call(ros, client, req, timeout=10.0, attempts=3):
