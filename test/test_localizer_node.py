@@ -170,21 +170,24 @@ def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy
 def test_sequence_filter_over_dds_without_then_with_odometry(ros, xy_map, synth_xy):
     """With ``sequence: true`` the node runs the map's filters: frames that arrive while no odometry has come go to
     the place filter, frames after odometry starts to the particles (the mode switch restarts the filter taking
-    over); in both modes its poses follow the robot around the mapped loop."""
+    over); in both modes its poses follow the robot around the mapped loop. When the odometry stops for longer than
+    ``odom_timeout_s`` the node says so and goes on without it."""
     from visloc_ros.core.dataset import read_csv
 
     run = read_csv(synth_xy[0])  # the mapping run itself, in order: 2 m between frames
     with open(synth_xy[0], newline="") as f:
         yaw = np.array([float(r["yaw"]) for r in csv.DictReader(f)])
-    proc = start_node(xy_map, "-p", "sequence:=true")
+    proc = start_node(xy_map, "-p", "sequence:=true")  # odom_timeout_s 1 (the default)
     col = Collector(ros)
     pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
     odom = ros.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
     truth = {}
     try:
         assert wait_for_subscriber(ros, pub, col)
-        for k in range(24):
-            if k >= 12:  # the wheels start reporting: the odom frame is the map frame here, heading included
+        for k in range(28):
+            if k == 24:  # the wheels fall silent
+                spin_until(ros, lambda: False, 2.0)
+            if 12 <= k < 24:  # the wheels start reporting: the odom frame is the map frame here, heading included
                 o = Odometry()
                 o.header.stamp = ros.get_clock().now().to_msg()
                 o.pose.pose.position.x, o.pose.pose.position.y = (float(v) for v in run.xyz[k, :2])
@@ -196,7 +199,7 @@ def test_sequence_filter_over_dds_without_then_with_odometry(ros, xy_map, synth_
             n = len(col.status)
             pub.publish(m)
             spin_until(ros, lambda n=n: len(col.status) > n, 5.0)
-        spin_until(ros, lambda: len(col.poses) >= 24, 3.0)
+        spin_until(ros, lambda: len(col.poses) >= 28, 3.0)
     finally:
         ros.destroy_publisher(pub)
         ros.destroy_publisher(odom)
@@ -210,6 +213,7 @@ def test_sequence_filter_over_dds_without_then_with_odometry(ros, xy_map, synth_
     assert len(without) >= 6 and len(with_odom) >= 5, (sorted(err), out[-2000:])  # best effort: a few may drop
     assert np.median(without) < 2.0 and np.median(with_odom) < 2.0, (err, out[-2000:])  # 2 m: one place spacing
     assert "without odometry: places" in out and "with odometry: particles" in out, out[-2000:]
+    assert "odom: no message for 1 s" in out and any(k >= 24 for k in err), out[-2000:]
 
 
 def _call(ros, client, req, timeout=10.0, attempts=3):

@@ -115,8 +115,9 @@ class NodeConfig:
     camera_pitch: float = _f(0.0, "Camera orientation in base_frame, pitch (rad).")
     camera_yaw: float = _f(0.0, "Camera orientation in base_frame, yaw (rad).")
     max_rate_hz: float = _f(0.0, "Process at most this many frames per second; 0 = as many as the worker takes.")
-    sequence: bool = _f(False, "Accumulate evidence across frames (particle filter, odometry-driven when odom arrives).")
+    sequence: bool = _f(False, "Accumulate evidence across frames (untuned maps: the place filter without odometry, the particle filter while odom arrives).")
     sequence_filter: str = _f("", "With sequence: 'particles' or 'places' (histogram filter over the map's places) in both modes; '' = the map's choice (untuned: places without odometry, particles with it).")
+    odom_timeout_s: float = _f(1.0, "With sequence: odometry received longer ago than this (s) is stale and not used (the filter runs without odometry until it resumes); 0 = never stale.")
     lost_after: int = _f(10, "Consecutive withheld frames before the state becomes LOST.")
     publish_debug_image: bool = _f(False, "Publish /visloc/debug_image (query beside its best map image).")
     autostart: bool = _f(True, "Configure and activate at start-up, so a plain run localizes right away.")
@@ -128,6 +129,8 @@ class NodeConfig:
             raise VislocError("parameter max_rate_hz must be >= 0")
         if self.sequence_filter not in ("", *FILTER_KINDS):
             raise VislocError(f"parameter sequence_filter must be '', 'particles' or 'places' (got {self.sequence_filter!r})")
+        if self.odom_timeout_s < 0:
+            raise VislocError("parameter odom_timeout_s must be >= 0")
         if self.lost_after < 1:
             raise VislocError("parameter lost_after must be >= 1")
         if self.diagnostics_period_s <= 0:

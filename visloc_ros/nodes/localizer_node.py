@@ -67,6 +67,8 @@ class LocalizerNode(LifecycleNode):
         self.last_accept = 0.0
         self.last_error = ""
         self.odom_last = None  # latest odometry pose (x, y, yaw), odom frame
+        self.odom_received = 0.0  # time.monotonic() of its arrival
+        self.odom_stale = False
         self.camera_info_seen = False
         self.cfg = self.node_cfg = None
         self._configure_error = ""
@@ -214,6 +216,20 @@ class LocalizerNode(LifecycleNode):
                                    throttle_duration_sec=5.0)
             return
         self.odom_last = (float(vals[0]), float(vals[1]), float(yaw_from_quat(vals[3:] / np.linalg.norm(vals[3:]))))
+        self.odom_received = time.monotonic()
+
+    def _fresh_odometry(self):
+        """The latest odometry pose, or None while none has arrived or it is older than ``odom_timeout_s`` (the
+        filter then runs without odometry; said once each way in the log)."""
+        if self.odom_last is None:
+            return None
+        timeout = self.node_cfg.odom_timeout_s
+        stale = timeout > 0 and time.monotonic() - self.odom_received > timeout
+        if stale != self.odom_stale:
+            self.odom_stale = stale
+            self.get_logger().warning(f"odom: no message for {timeout:g} s, the sequence filter runs without odometry"
+                                      if stale else "odom: messages again, the sequence filter uses odometry")
+        return None if stale else self.odom_last
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -238,7 +254,7 @@ class LocalizerNode(LifecycleNode):
             return
         stamp = conv.stamp_to_sec(msg.header.stamp)
         if self.seq is not None:
-            fix = self.seq.update(rgb, odom_pose=self.odom_last, stamp=stamp)
+            fix = self.seq.update(rgb, odom_pose=self._fresh_odometry(), stamp=stamp)
         else:
             fix = self.loc.localize(rgb, stamp=stamp)
         infer_ms = (time.perf_counter() - t0) * 1e3
