@@ -134,6 +134,7 @@ def test_fit_summary_says_where_the_covariance_scale_comes_from():
                                  "with odometry: particles, covariance scale 0.7 (evidence 4.2, tuned on run.csv)")
     meta["sequence"]["without_odometry"] = {"filter": "particles", "evidence": 2.0, "cov_scale": 3.0, "tuned_on": "a"}
     assert fit_summary(meta).startswith("without odometry: particles, covariance scale 3 (evidence 2, tuned on a)")
+    assert fit_summary(meta, "places").endswith("; running the places filter")
 
 
 def _place_views(xy_map, order, rng, night_every=0):
@@ -249,6 +250,8 @@ def test_untuned_filter_runs_places_without_odometry_and_particles_with_it(xy_ma
     filt = make_filter(loc, FilterParams(particles=500))
     assert isinstance(filt, FilterByMode)
     assert isinstance(filt.filters[False], PlaceFilter) and isinstance(filt.filters[True], SequenceFilter)
+    assert filt.filters[True].lookup is filt.filters[False].lookup  # the map's tables are built once
+    assert filt.filters[True]._hubness is filt.filters[False]._hubness
     errs = []
     for k, (i, img) in enumerate(_place_views(xy_map, list(range(0, 20)), np.random.default_rng(2))):
         with_odom = k >= 8

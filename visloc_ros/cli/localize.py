@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sequence:
         from ..core.temporal import FilterParams, fit_summary, make_filter
         seq = make_filter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed), kind=args.filter)
-        log.info("sequence filter: %s%s", fit_summary(loc.map.meta),
-                 f"; running the {args.filter} filter" if args.filter else "")
+        log.info("sequence filter: %s", fit_summary(loc.map.meta, args.filter))
         if args.odometry_csv:
             odo = read_odometry(args.odometry_csv)
             if not any(name in odo for name in images):

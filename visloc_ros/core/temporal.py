@@ -116,12 +116,12 @@ class FilterParams:
         return replace(cls(**kw), **overrides)
 
 
-def fit_summary(meta: dict) -> str:
+def fit_summary(meta: dict, kind: str | None = None) -> str:
     """Which filter runs in each mode and where its covariance scale (and evidence strength) come from, in one line
-    for the logs."""
+    for the logs; ``kind``: the user's override of both (``--filter``, ``sequence_filter``), said at the end."""
     p = FilterParams.for_map(meta)
     parts = []
-    for mode, kind in (("without_odometry", p.kind), ("with_odometry", p.kind_odom)):
+    for mode, mode_kind in (("without_odometry", p.kind), ("with_odometry", p.kind_odom)):
         f = ((meta or {}).get("sequence") or {}).get(mode) or {}
         if "evidence" in f:
             src = f"evidence {f['evidence']:g}, tuned on {f.get('tuned_on', 'a labelled run')}"
@@ -129,9 +129,10 @@ def fit_summary(meta: dict) -> str:
             src = "self-calibrated at build" if "skipped" not in f else f"not calibrated: {f['skipped']}"
         else:
             src = "default"
-        scale = p.cov_scale_places if kind == "places" else p.cov_scale_odom if mode == "with_odometry" else p.cov_scale
-        parts.append(f"{mode.replace('_', ' ')}: {kind}, covariance scale {scale:g} ({src})")
-    return "; ".join(parts)
+        scale = (p.cov_scale_places if mode_kind == "places" else p.cov_scale_odom if mode == "with_odometry"
+                 else p.cov_scale)
+        parts.append(f"{mode.replace('_', ' ')}: {mode_kind}, covariance scale {scale:g} ({src})")
+    return "; ".join(parts) + (f"; running the {kind} filter" if kind else "")
 
 
 def make_filter(localizer: Localizer, params: FilterParams | None = None,
@@ -158,8 +159,8 @@ class FilterByMode:
     def __init__(self, localizer: Localizer, params: FilterParams):
         kinds = {"places": PlaceFilter, "particles": SequenceFilter}
         self.p = params
-        self.filters = {False: kinds[params.kind](localizer, params),
-                        True: kinds[params.kind_odom](localizer, params)}
+        without = kinds[params.kind](localizer, params)
+        self.filters = {False: without, True: kinds[params.kind_odom](localizer, params, tables_from=without)}
         self.mode = None
 
     def reset(self) -> None:
@@ -266,14 +267,20 @@ class _MapFilter:
     """What both filters share: the map, the per-place evidence of a frame with hub suppression, the single-image
     fix computed alongside, odometry turned into map-frame steps."""
 
-    def __init__(self, localizer: Localizer, params: FilterParams | None = None):
+    def __init__(self, localizer: Localizer, params: FilterParams | None = None,
+                 tables_from: "_MapFilter | None" = None):
+        """``tables_from``: a filter on the same map with the same parameters whose nearest-place raster and hub
+        prior are reused (they depend on nothing else; :class:`FilterByMode` builds its second filter so)."""
         self.loc = localizer
         self.p = params = params or FilterParams.for_map(localizer.map.meta)
         self.spacing = localizer.pose_model.spacing
         self.xy = localizer.map.places.xyz[:, :2]
+        self._dense = len(self.xy) <= params.dense_max
+        if tables_from is not None:
+            self.lookup, self._hubness = tables_from.lookup, tables_from._hubness
+            return
         self.lookup = PlaceLookup(self.xy, self.spacing, params.far_spacings * self.spacing,
                                   (params.far_spacings + 1) * self.spacing)
-        self._dense = len(self.xy) <= params.dense_max
         self._hubness = self._map_hubness() if params.hub_prior and self._dense else None
 
     def _map_hubness(self, pairs: int = 4_000_000, chunk: int = 250) -> np.ndarray:
@@ -363,8 +370,9 @@ class SequenceFilter(_MapFilter):
     motion itself (:class:`OdometryTracker`, with the heading of its own last fix). A caller that already has a
     map-frame displacement passes ``odom_delta`` instead."""
 
-    def __init__(self, localizer: Localizer, params: FilterParams | None = None):
-        super().__init__(localizer, params)
+    def __init__(self, localizer: Localizer, params: FilterParams | None = None,
+                 tables_from: "_MapFilter | None" = None):
+        super().__init__(localizer, params, tables_from)
         self.rng = np.random.default_rng(self.p.seed)
         self.hist: deque = deque(maxlen=max(1, self.p.history))
         self._grid = self._density_grid(self.p.mode_radius_spacings * self.spacing)
@@ -598,8 +606,9 @@ class PlaceFilter(_MapFilter):
     ``cov_scale_places``. Deterministic: no particles, no seed. Cost per frame grows with places x neighbours
     within reach (Nordland 1,788 x 7: about 1 ms; the campus 563 x 59: 2 ms)."""
 
-    def __init__(self, localizer: Localizer, params: FilterParams | None = None):
-        super().__init__(localizer, params)
+    def __init__(self, localizer: Localizer, params: FilterParams | None = None,
+                 tables_from: "_MapFilter | None" = None):
+        super().__init__(localizer, params, tables_from)
         s, p = self.spacing, self.p
         self.nb, self.nb_odom = _neighbours(self.xy, p.place_reach_spacings * s, p.place_reach_odom_spacings * s)
         step = (self.xy[:, None, :] - self.xy[self.nb]).astype(np.float32)  # (N, K, 2): from nb[i, k] to i

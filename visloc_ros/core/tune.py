@@ -274,8 +274,8 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
             if bar:
                 bar.update(1)
         # the place filter is deterministic: one replay
-        est, cov = replay(loc, frames, FilterParams.for_map(m.meta, kind="places", cov_scale_places=1.0),
-                          own_left_out=True)
+        est, cov = replay(loc, frames, FilterParams.for_map(m.meta, kind="places", kind_odom="places",
+                                                           cov_scale_places=1.0), own_left_out=True)
         places_err, places_cov = est - truth, cov
         if bar:
             bar.update(1)

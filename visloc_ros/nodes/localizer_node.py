@@ -122,8 +122,7 @@ class LocalizerNode(LifecycleNode):
         if n.sequence:
             from ..core.temporal import fit_summary, make_filter
             self.seq = make_filter(self.loc, kind=n.sequence_filter)
-            self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta)}"
-                                   + (f"; running the {n.sequence_filter} filter" if n.sequence_filter else ""))
+            self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta, n.sequence_filter)}")
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)
