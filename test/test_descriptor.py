@@ -2,8 +2,8 @@ import numpy as np
 import onnx
 import pytest
 
-from visloc_ros.core.descriptor import (CNN_DIM, CNN_FILE, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor,
-                                       default_cnn_path, sha256_file)
+from visloc_ros.core.descriptor import (CNN_DIM, CNN_FILE, LOCAL_CHANNELS, LOCAL_POOL, REGIONAL_BLOCK, REGIONAL_DIM,
+                                       REGIONAL_GRID, CnnDescriptor, default_cnn_path, sha256_file)
 from visloc_ros.core.synthetic import draw_scene, view
 
 
@@ -26,9 +26,11 @@ def test_descriptor_shape_norm_and_dynamic_size(cnn):
         d = cnn(draw_scene(3, w, h))
         assert d.shape == (CNN_DIM,) and d.dtype == np.float32
         assert abs(np.linalg.norm(d) - 1) < 1e-4
-        g, r = cnn.describe(draw_scene(3, w, h))
+        g, r, lf = cnn.describe(draw_scene(3, w, h))
         np.testing.assert_array_equal(g, d)
         assert r.shape == (REGIONAL_DIM,) and abs(np.linalg.norm(r) - 1) < 1e-4 and np.all(r >= 0)
+        # block 10 is at stride 16, pooled 2x2 (floor): 10 x 7 positions at 320x240 either way round, 3 x 5 at 160x120
+        assert lf.shape == ((h // 16 // LOCAL_POOL) * (w // 16 // LOCAL_POOL), LOCAL_CHANNELS)
 
 
 def test_regional_descriptor_is_a_4x4_grid_of_gem_over_block_10(cnn):
@@ -53,6 +55,11 @@ def test_regional_descriptor_is_a_4x4_grid_of_gem_over_block_10(cnn):
                           for a in range(REGIONAL_GRID)] for c in range(f.shape[0])]) ** (1 / 3)
         want = want.reshape(-1) / np.linalg.norm(want)
         np.testing.assert_allclose(cnn.describe(img)[1], want, atol=2e-5)
+        # the local features: the same block's output, 2x2 average-pooled, position-major
+        hp, wp = f.shape[1] // LOCAL_POOL, f.shape[2] // LOCAL_POOL
+        raw = x[0].numpy()[:, :hp * LOCAL_POOL, :wp * LOCAL_POOL]
+        pooled = raw.reshape(raw.shape[0], hp, LOCAL_POOL, wp, LOCAL_POOL).mean((2, 4))
+        np.testing.assert_allclose(cnn.describe(img).local, pooled.reshape(raw.shape[0], -1).T, atol=2e-4)
 
 
 def test_same_place_is_closer_than_another_place(cnn):

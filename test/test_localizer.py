@@ -1,10 +1,12 @@
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT, add_places, build_map, choose_setting
+from visloc_ros.core.build import DEFAULT_LOCAL_WEIGHT, DEFAULT_REGIONAL_WEIGHT, add_places, build_map, choose_setting
+from visloc_ros.core.config import LocalizerConfig
 from visloc_ros.core.dataset import read_csv
 from visloc_ros.core.errors import DatasetError, MapError
 from visloc_ros.core.geo import geodetic_to_enu
@@ -143,7 +145,9 @@ def test_appearance_weight_ranks_every_place_by_fused_similarity(xy_map, synth_x
     e = plain.embed(q)
     assert e.thumb is not None and e.latent.shape == (plain.map.latents.shape[1],)
     assert e.regional.shape == (1792,) and abs(np.linalg.norm(e.regional) - 1) < 1e-4
-    fused = Localizer(xy_map, LocalizerConfig(map_path=str(xy_map), appearance_weight=1.0, regional_weight=0.5))
+    # (the verification's re-ranking off: this is the fused similarity's ranking)
+    fused = Localizer(xy_map, LocalizerConfig(map_path=str(xy_map), appearance_weight=1.0, regional_weight=0.5,
+                                              local_weight=0.0))
     f = fused.localize_embedding(dc_replace(e, timings_ms={}))
     # brute force: the regional descriptors centred on the map's mean, then cosine; z-scores fused
     reg = np.asarray(plain.map.regional, np.float32)
@@ -188,7 +192,7 @@ def test_maps_above_dense_max_fuse_the_index_candidates(synth_xy, tmp_path, monk
     monkeypatch.setattr(loc_mod, "DENSE_MAX", 5)
     m = build_map(read_csv(synth_xy[0]), tmp_path / "big", training=EncoderTraining(latent_dim=64, steps=50))
     assert m.meta["calibration"]["n"] > 0 and m.meta["calibration"]["regional_weight"] == DEFAULT_REGIONAL_WEIGHT
-    loc = Localizer(m.path, LocalizerConfig(map_path=str(m.path), min_candidates=12, n_probe=1))
+    loc = Localizer(m.path, LocalizerConfig(map_path=str(m.path), min_candidates=12, n_probe=1, local_weight=0.0))
     assert loc.fused and not loc._dense
     e = loc.embed(read_csv(synth_xy[1]).path(3))
     c = loc.config
@@ -219,3 +223,33 @@ def test_a_localizer_keeps_blas_to_one_thread(xy_map):
     assert out.returncode == 0, out.stderr
     after = json.loads(out.stdout.strip().splitlines()[-1])
     assert after and all(n == 1 for n in after)
+
+
+def test_verification_reranks_the_best_places_by_local_features(xy_map, synth_xy, tmp_path):
+    """The build stores every place's local CNN features and the untuned verification weight; a place whose local
+    features are the frame's own (planted in a copy of the map) rises to the top of the frame's candidates; with
+    weight 0 the ranking is the similarity's alone; the fix reports its similarities, not the verified scores."""
+    m = load_map(xy_map)
+    assert m.local is not None and m.local.shape[:2] == (len(m), m.meta["local"]["positions"])
+    assert m.meta["local"]["weight"] == DEFAULT_LOCAL_WEIGHT and m.meta["calibration"]["local_weight"] == DEFAULT_LOCAL_WEIGHT
+    q = read_csv(synth_xy[1])
+    loc = Localizer(xy_map)
+    e = loc.embed(q.path(0))
+    assert e.local is not None and loc.verifies(e)
+    plain = Localizer(xy_map, LocalizerConfig(map_path=str(xy_map), local_weight=0.0))
+    f0 = plain.localize_embedding(e)
+    assert "verify" not in f0.timings_ms
+    np.testing.assert_array_equal(np.diff(f0.candidate_scores[:20]) <= 0, True)  # similarity order
+    planted = f0.candidate_ids[7]  # a place the similarity ranks 8th gets the frame's own local features
+    copy = tmp_path / "map"
+    shutil.copytree(xy_map, copy)
+    lf = np.load(copy / "local.npy")
+    lf[planted] = e.local.astype(np.float16)
+    np.save(copy / "local.npy", lf)
+    strong = Localizer(copy, LocalizerConfig(map_path=str(copy), local_weight=8.0))
+    f = strong.localize_embedding(replace(e, timings_ms={}))
+    assert "verify" in f.timings_ms and int(f.candidate_ids[0]) == int(planted)
+    assert set(f.candidate_ids[:20].tolist()) == set(f0.candidate_ids[:20].tolist())  # the same places, re-ranked
+    sim = dict(zip(f0.candidate_ids.tolist(), f0.candidate_scores.tolist()))
+    np.testing.assert_allclose(f.candidate_scores[:20], [sim[i] for i in f.candidate_ids[:20].tolist()], rtol=1e-6)
+    assert f.score == pytest.approx(min(max(sim[int(planted)], 0.0), 1.0), rel=1e-6)

@@ -113,3 +113,24 @@ def test_regional_descriptors_are_optional_and_checked(tmp_path, parts):
     (declared / "regional.npy").unlink()
     with pytest.raises(MapError, match="incomplete: missing regional.npy"):
         load_map(declared)
+
+
+def test_local_features_are_optional_and_checked(tmp_path, parts):
+    from visloc_ros.core.descriptor import LOCAL_CHANNELS
+
+    assert load_map(write_map(tmp_path / "old", **parts)).local is None  # maps written before them
+    lf = np.random.default_rng(2).normal(size=(5, 70, LOCAL_CHANNELS))
+    out = write_map(tmp_path / "m", local=lf, **parts)
+    m = load_map(out)
+    assert m.local.dtype == np.float16 and m.local.shape == (5, 70, LOCAL_CHANNELS)
+    np.testing.assert_allclose(m.local, lf, atol=1e-2)
+    with pytest.raises(MapError, match="inconsistent map: 5 places, 3 local features"):
+        write_map(tmp_path / "bad", local=lf[:3], **parts)
+    np.save(out / "local.npy", lf[:, :, :8].astype(np.float16))  # features of another layer
+    with pytest.raises(MapError, match="local.npy of shape"):
+        load_map(out)
+    declared = write_map(tmp_path / "declared", **dict(parts, meta=dict(parts["meta"], local={"weight": 2.0})),
+                         local=lf)
+    (declared / "local.npy").unlink()
+    with pytest.raises(MapError, match="incomplete: missing local.npy"):
+        load_map(declared)

@@ -3,15 +3,15 @@ import shutil
 import numpy as np
 import pytest
 
-from visloc_ros.core.build import DEFAULT_REGIONAL_WEIGHT
+from visloc_ros.core.build import DEFAULT_LOCAL_WEIGHT, DEFAULT_REGIONAL_WEIGHT
 from visloc_ros.core.config import LocalizerConfig
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.pose import REFINE_CHOICES
 from visloc_ros.core.synthetic import draw_scene, view
 from visloc_ros.core.temporal import FilterParams, SequenceFilter
-from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, REGIONAL_WEIGHTS, TEMPERATURES, coverage_target,
-                                  replay, self_calibrate_sequence, tune_sequence, tune_single)
+from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, LOCAL_WEIGHTS, REGIONAL_WEIGHTS, TEMPERATURES,
+                                  coverage_target, replay, self_calibrate_sequence, tune_sequence, tune_single)
 
 
 def _stream(xy_map, order, seed=0):
@@ -92,19 +92,29 @@ def test_tune_single_picks_fusion_weights_and_refits_the_covariance(xy_map, tmp_
     assert tuned.pose_model.temperature == fit["temperature"]
     assert fit["refine_spacings"] in REFINE_CHOICES and tuned.pose_model.refine_spacings == fit["refine_spacings"]
     assert set(fit["within_radius_by_refine"]) == {f"{f:g}" for f in REFINE_CHOICES}
-    assert fit["within_radius"] == fit["within_radius_by_refine"][f"{fit['refine_spacings']:g}"]
+    # then the verification weight, at the chosen averaging; the build's unless clearly beaten
+    built_local = loc.local_weight
+    assert built_local == DEFAULT_LOCAL_WEIGHT and fit["local_weight"] in set(LOCAL_WEIGHTS) | {built_local}
+    assert set(fit["within_radius_by_local_weight"]) == {f"{w:g}" for w in set(LOCAL_WEIGHTS) | {built_local}}
+    assert fit["within_radius_by_refine"][f"{fit['refine_spacings']:g}"] == fit["within_radius_by_local_weight"][
+        f"{built_local:g}"]
+    assert fit["within_radius"] == fit["within_radius_by_local_weight"][f"{fit['local_weight']:g}"]
+    assert tuned.local_weight == fit["local_weight"]
     # asking for another weight falls back to the build's calibration (the fit belongs to the fitted weight)
     other = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0))
     assert other.pose_model.alpha == loc.pose_model.alpha and other.pose_model.temperature == loc.pose_model.temperature
     # a map without thumbnails and regional descriptors: the global descriptor alone, the covariance refitted
     update_meta(m, "regional", None)
     (m / "appearance.npy").unlink()
+    update_meta(m, "local", None)
     (m / "regional.npy").unlink()
-    bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0, regional_weight=0.0))
+    (m / "local.npy").unlink()
+    bare = Localizer(m, LocalizerConfig(map_path=str(m), appearance_weight=0.0, regional_weight=0.0, local_weight=0.0))
     frames0 = [bare.embed(view(draw_scene(100003 + i), np.random.default_rng(i), night=False)) for i in range(10)]
     fit0 = tune_single(bare, frames0, truth[:10], radius=2 * spacing)
     assert fit0["appearance_weight"] == 0.0 and list(fit0["within_radius_by_weight"]) == ["0"]
     assert fit0["regional_weight"] == 0.0 and list(fit0["within_radius_by_regional_weight"]) == ["0"]
+    assert fit0["local_weight"] == 0.0 and list(fit0["within_radius_by_local_weight"]) == ["0"]
 
 
 def test_short_runs_fit_a_wider_covariance():

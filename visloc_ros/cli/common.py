@@ -26,6 +26,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regional-weight", type=float, metavar="W",
                    help="weight of the regional CNN descriptor against the global one (default: the map's fit "
                         "from `visloc tune`; until tuned the build's, 1 on maps built with regional descriptors; 0 = off)")
+    p.add_argument("--local-weight", type=float, metavar="W",
+                   help="weight of the candidate verification by local CNN features (default: the map's fit from "
+                        "`visloc tune`; until tuned the build's, 2 on maps built with local features; 0 = off)")
 
 
 def config_from(args: argparse.Namespace, **extra):
@@ -34,7 +37,8 @@ def config_from(args: argparse.Namespace, **extra):
     cfg = load_config(args.config, backend=args.backend, threads=args.threads,
                       low_light=getattr(args, "low_light", None),
                       appearance_weight=getattr(args, "appearance_weight", None),
-                      regional_weight=getattr(args, "regional_weight", None), **extra)
+                      regional_weight=getattr(args, "regional_weight", None),
+                      local_weight=getattr(args, "local_weight", None), **extra)
     logging.getLogger("visloc").debug("config: %s", cfg)
     return cfg
 

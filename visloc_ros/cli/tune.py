@@ -86,11 +86,13 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * single['within_radius']:.1f} %, by appearance weight {single['within_radius_by_weight']}, by "
           f"regional weight {single['within_radius_by_regional_weight']}, by temperature "
           f"{single['within_radius_by_temperature']}), pose averaging {single['refine_spacings']:g} spacings (by "
-          f"averaging {single['within_radius_by_refine']}), covariance "
+          f"averaging {single['within_radius_by_refine']}), verification weight {single['local_weight']:g} (by weight "
+          f"{single['within_radius_by_local_weight']}), covariance "
           f"factor {single['alpha']:g} (95 %-ellipse coverage {100 * single['coverage_95_before']:.1f} % -> "
           f"{100 * single['coverage_95']:.1f} %)")
     # the sequence filter is tuned with the chosen weights
-    loc.appearance_weight, loc.regional_weight = single["appearance_weight"], single["regional_weight"]
+    loc.appearance_weight, loc.regional_weight, loc.local_weight = (single["appearance_weight"], single["regional_weight"],
+                                                                    single["local_weight"])
     fit = tune_sequence(loc, frames, truth, args.radius,
                         odom=np.array(odom) if odo is not None else None, seeds=args.seeds, progress=factory)
     fit["tuned_on"] = args.images_csv

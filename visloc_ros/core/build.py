@@ -21,16 +21,17 @@ from .appearance import PATCH, THUMB_LONG, THUMB_SHORT, fuse, thumbnail
 from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
-from .descriptor import (CNN_FILE, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred,
+from .descriptor import (CNN_FILE, LOCAL_CHANNELS, LOCAL_POOL, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred,
                          default_cnn_path, regional_mean, sha256_file)
 from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, Localizer, best_first
-from .map_db import APPEARANCE, REGIONAL, MapData, Places, load_map, update_meta, write_map
+from .map_db import APPEARANCE, LOCAL, REGIONAL, MapData, Places, load_map, update_meta, write_map
 from .pose import REFINE_CHOICES, TEMPERATURES, PoseModel, clearly_better, estimate, fit_alpha, raw_covariance, weights
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
+from .verification import chamfer, local_mean, normalised, rerank
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Described(NamedTuple):
     degraded: np.ndarray | None    # (N, K, D) descriptors of K degraded copies of each, or None
     thumbs: np.ndarray             # (N, appearance.DIM) appearance thumbnails
     regional: np.ndarray | None    # (N, REGIONAL_DIM) regional CNN descriptors, None from an older CNN export
+    local: np.ndarray | None       # (N, P, LOCAL_CHANNELS) local CNN features (float16), likewise
 
 
 def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], progress: Progress | None = None,
@@ -67,7 +69,7 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
     ``degraded_per_image`` also the descriptors of that many degraded copies of each."""
     rng = np.random.default_rng(seed)
     enhancer = LowLight()
-    out, reg, deg, thumbs, kept, skipped = [], [], [], [], [], []
+    out, reg, loc, deg, thumbs, kept, skipped = [], [], [], [], [], [], []
     bar = _bar(progress, len(ds), "describing images" + (f" (+{degraded_per_image} degraded each)"
                                                          if degraded_per_image else ""))
     try:
@@ -79,9 +81,10 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
                 log.warning("skipped: %s", e)
                 bar.update(1)
                 continue
-            g, r = cnn.describe(prepare(rgb, low_light, size, enhancer)[0])
+            g, r, lf = cnn.describe(prepare(rgb, low_light, size, enhancer)[0])
             out.append(g)
             reg.append(r)
+            loc.append(None if lf is None else lf.astype(np.float16))
             thumbs.append(thumbnail(rgb))
             if degraded_per_image:
                 deg.append([cnn(prepare(degrade(rgb, rng), low_light, size, enhancer)[0])
@@ -95,7 +98,8 @@ def describe_images(ds: Dataset, cnn: CnnDescriptor, size: tuple[int, int], prog
     return Described(np.array(out, dtype=np.float32), np.array(kept), skipped,
                      np.array(deg, dtype=np.float32) if degraded_per_image else None,
                      np.array(thumbs, dtype=np.float32),
-                     None if reg[0] is None else np.array(reg, dtype=np.float32))
+                     None if reg[0] is None else np.array(reg, dtype=np.float32),
+                     None if loc[0] is None else np.array(loc, dtype=np.float16))
 
 
 def place_spacing(xyz: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
@@ -125,6 +129,10 @@ RADIUS_CHOICES = (3.0, 10.0)  # consensus radius, in place spacings (used when c
 # the place in 81 % of corridor frames instead of 60 %, 32 % of Nordland winter frames instead of 6 %, 63 % of the
 # campus night photos instead of 61 % (README, "Night and seasons")
 DEFAULT_REGIONAL_WEIGHT = 1.0
+# weight of the candidate verification by local CNN features (:mod:`.verification`) until `visloc tune` fits one
+# (README, "Night and seasons": untuned, it finds the place in more corridor and Nordland frames and as many campus
+# photos)
+DEFAULT_LOCAL_WEIGHT = 2.0
 
 
 def choose_setting(recall: dict, medians: dict, n: int, usual_t: float) -> tuple:
@@ -139,13 +147,15 @@ def choose_setting(recall: dict, medians: dict, n: int, usual_t: float) -> tuple
 def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseModel, config: LocalizerConfig,
               cnn: CnnDescriptor, encoder: Encoder, ds: Dataset, kept: np.ndarray, size: tuple[int, int],
               n_max: int = 200, seed: int = 0, progress: Progress | None = None,
-              regional: np.ndarray | None = None, regional_weight: float = 0.0) -> tuple[PoseModel, dict]:
+              regional: np.ndarray | None = None, regional_weight: float = 0.0, local: np.ndarray | None = None,
+              local_weight: float = 0.0) -> tuple[PoseModel, dict]:
     """Choose the consensus radius, vote temperature and pose averaging, and fit the covariance scale, on held-out
     map images.
 
     Each held-out image is left out of the map and localized twice (as is, and made night-like), ranked as the
     localizer will rank it (by the index; with ``regional`` descriptors of the places and a weight, by the
-    similarity fused with theirs over every other place); the (radius, averaging, temperature) that puts most of
+    similarity fused with theirs over every other place; with ``local`` features and a weight, the best places
+    re-ranked by them, :mod:`.verification`); the (radius, averaging, temperature) that puts most of
     them within 3 place spacings of the truth wins (ties: lower median error, then the temperature nearest the
     model's; a temperature other than the model's must win by more than 2 trials and 1 %), then ``alpha`` is fitted
     for it (95 % coverage). A radius set by the user (``consensus_radius_m``) is kept.
@@ -161,28 +171,37 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
     if fused:
         mean = regional_mean(regional)
         reg_c = centred(regional, mean)
+    verify = local is not None and local_weight > 0
+    if verify:
+        lmean = local_mean(local)
 
-    def lookup(z, r, i):
+    def lookup(z, r, lf, i):
         if not fused:
             h = index.query(z, config.top_k, config.n_probe, config.min_candidates, exclude=i)
-            trials.append((h.ids, h.scores, i))
-            return
-        if n <= DENSE_MAX:  # every other place, as the localizer compares every place
-            ids = np.delete(np.arange(n), i)
+            ids, s = h.ids, h.scores
         else:
-            ids = index.query(z, max(config.top_k, config.min_candidates), config.n_probe, config.min_candidates,
-                              exclude=i).ids
-        s = fuse(latents[ids] @ z, [(reg_c[ids] @ centred(r, mean), regional_weight)])
-        order = best_first(s, config.top_k)
-        trials.append((ids[order], s[order], i))
+            if n <= DENSE_MAX:  # every other place, as the localizer compares every place
+                ids = np.delete(np.arange(n), i)
+            else:
+                ids = index.query(z, max(config.top_k, config.min_candidates), config.n_probe, config.min_candidates,
+                                  exclude=i).ids
+            s = fuse(latents[ids] @ z, [(reg_c[ids] @ centred(r, mean), regional_weight)])
+            order = best_first(s, config.top_k)
+            ids, s = ids[order], s[order]
+        if verify:  # as the localizer verifies its best places
+            s = rerank(s, chamfer(normalised(lf, lmean), normalised(local[ids], lmean)), local_weight)
+            order = np.argsort(-s, kind="stable")
+            ids, s = ids[order], s[order]
+        trials.append((ids, s, i))
 
     try:
         for i in pick:
-            lookup(np.asarray(latents[i]), None if regional is None else regional[i], i)
+            lookup(np.asarray(latents[i]), None if regional is None else regional[i],
+                   None if local is None else local[i], i)
             try:
                 img = degrade(load_image(ds.path(int(kept[i]))), rng)
-                g, r = cnn.describe(prepare(img, config.low_light, size)[0])
-                lookup(encoder(g), r, i)
+                g, r, lf = cnn.describe(prepare(img, config.low_light, size)[0])
+                lookup(encoder(g), r, lf, i)
             except ImageError:
                 pass
             bar.update(1)
@@ -211,6 +230,7 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
     key = "radius_refine_temperature"
     return model, {"method": "leave-one-out on map images, clean + night-like", "n": len(trials),
                    "regional_weight": regional_weight if fused else 0.0,
+                   "local_weight": local_weight if verify else 0.0,
                    f"within_3_spacings_by_{key}": {"/".join(f"{v:g}" for v in k): round(x, 3) for k, x in recall.items()},
                    f"median_error_by_{key}": {"/".join(f"{v:g}" for v in k): round(x, 3) for k, x in medians.items()},
                    "median_error": round(medians[best], 3)}
@@ -253,8 +273,10 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
         places.cells = index.cells
         model = PoseModel(radius=config.consensus_radius_m or 10.0 * spacing, spacing=spacing)
         weight = DEFAULT_REGIONAL_WEIGHT if d.regional is not None else 0.0
+        local_weight = DEFAULT_LOCAL_WEIGHT if d.local is not None else 0.0
         model, calib = calibrate(latents, places, index, model, config, cnn, encoder, ds, kept, size,
-                                 seed=seed, progress=progress, regional=d.regional, regional_weight=weight)
+                                 seed=seed, progress=progress, regional=d.regional, regional_weight=weight,
+                                 local=d.local, local_weight=local_weight)
         meta = {
             "generator": f"visloc_ros {__version__}",
             "frame_id": "map",
@@ -270,6 +292,9 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "regional": None if d.regional is None else {
                 "file": REGIONAL, "block": REGIONAL_BLOCK, "grid": REGIONAL_GRID, "dim": REGIONAL_DIM,
                 "weight": weight},  # used until `visloc tune` fits one; the calibration above ranked with it
+            "local": None if d.local is None else {
+                "file": LOCAL, "block": REGIONAL_BLOCK, "pool": LOCAL_POOL, "channels": LOCAL_CHANNELS,
+                "positions": int(d.local.shape[1]), "weight": local_weight},  # likewise
             "pose_model": {"spacing": spacing, "radius": model.radius, "alpha": model.alpha, "temperature": model.temperature,
                            "refine_spacings": model.refine_spacings},
             "calibration": calib,
@@ -277,7 +302,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "image_root": str(ds.root.resolve()),
         }
         write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite, appearance=d.thumbs,
-                  regional=d.regional)
+                  regional=d.regional, local=d.local)
         encoder.close()
     cnn.close()
     self_calibrate(out, config, progress, cnn_model)
@@ -343,8 +368,14 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
         app = None if m.appearance is None else np.concatenate([np.asarray(m.appearance), d.thumbs.astype(np.float16)])
         reg = None if m.regional is None or d.regional is None else np.concatenate(
             [np.asarray(m.regional), d.regional.astype(np.float16)])
+        lf = None
+        if m.local is not None and d.local is not None:
+            if d.local.shape[1] != m.local.shape[1]:
+                raise MapError(f"the new images give {d.local.shape[1]} local feature positions, the map's places "
+                               f"{m.local.shape[1]}: build the map again with all the images")
+            lf = np.concatenate([np.asarray(m.local), d.local])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
-                  latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg)
+                  latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg, local=lf)
     fitted = (meta.get("sequence") or {}).get("without_odometry") or {}
     if str(fitted.get("method", "self")).startswith("self"):  # a fit on a labelled run stays until re-tuned
         self_calibrate(m.path, config, progress, cnn_model)

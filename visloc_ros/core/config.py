@@ -42,6 +42,9 @@ class LocalizerConfig:
                                         "negative = the map's fitted weight (visloc tune; 0 until tuned), 0 = off.")
     regional_weight: float = _f(-1.0, "Weight of the regional CNN descriptor (4x4 grid over a mid-level block) "
                                       "against the global one; negative = the map's fitted weight, 0 = off.")
+    local_weight: float = _f(-1.0, "Weight of the candidate verification by local CNN features (the best places "
+                                   "re-ranked by them); negative = the map's fitted weight (visloc tune; the "
+                                   "build's 2 until tuned), 0 = off.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,7 +1,7 @@
 """Image descriptors: EfficientNet-Lite0 (ImageNet weights), GeM-pooled, exported to ONNX.
 
 The exported graph takes ``image``: uint8 RGB, NHWC, any height/width, and returns ``descriptor``:
-(N, 1280 + 1792) float32, two L2-normalised parts side by side:
+(N, 1280 + 1792 + P x 112) float32, three parts side by side:
 
 - the **global** descriptor (``CNN_DIM`` = 1280): GeM over the whole 1x1 head conv output. What the map's
   encoder compresses and the SOM index files.
@@ -10,7 +10,11 @@ The exported graph takes ``image``: uint8 RGB, NHWC, any height/width, and retur
   horizon, doorways) and are less tied to what ImageNet's classes look like in daylight; on the Nordland
   winter frames they find the summer place six times as often as the global descriptor (46.6 vs 7.5 %, best
   place, centred on the map's mean). Fused with the global one at a per-map weight fitted by ``visloc tune``
-  (:mod:`.appearance`).
+  (:mod:`.appearance`). L2-normalised, like the global one.
+- the **local** features (``LOCAL_CHANNELS`` = 112 per position): the same block 10 output average-pooled over 2x2
+  cells (stride 32: P = 10 x 7 positions at 320x240), position-major, raw (not normalised: they are centred on
+  the map's mean first). What the candidate verification (:mod:`.verification`) matches between a frame and its
+  best places, wherever in the frame each thing appears.
 
 One output (not two) keeps every backend's one-in, one-out interface. Normalisation ((x - 127) / 128, as the
 Lite models were trained), the pooling and the L2 normalisation all live inside the graph, so every backend
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,6 +37,7 @@ CNN_FILE = "efficientnet_lite0_gem.onnx"
 CNN_DIM = 1280
 REGIONAL_BLOCK, REGIONAL_CHANNELS, REGIONAL_GRID = 10, 112, 4
 REGIONAL_DIM = REGIONAL_CHANNELS * REGIONAL_GRID * REGIONAL_GRID
+LOCAL_CHANNELS, LOCAL_POOL = REGIONAL_CHANNELS, 2  # local features: block REGIONAL_BLOCK's output, 2x2 average pool
 GEM_P = 3.0
 
 
@@ -80,9 +86,17 @@ def default_cnn_path() -> Path:
                        f"run ./scripts/setup.sh or `visloc models export --out models/`")
 
 
+class CnnOutput(NamedTuple):
+    """What the CNN says about images (one image: no leading axis)."""
+
+    glob: np.ndarray               # (N, CNN_DIM) L2-normalised global descriptors
+    regional: np.ndarray | None    # (N, REGIONAL_DIM) regional descriptors; None from a model exported without
+    local: np.ndarray | None       # (N, P, LOCAL_CHANNELS) local features; None from a model exported without
+
+
 class CnnDescriptor:
     """Image (HxWx3 uint8 RGB, already resized) -> L2-normalised global descriptor (``__call__``, ``batch``), or
-    global and regional descriptors (``describe``, ``describe_batch``)."""
+    global and regional descriptors and local features (``describe``, ``describe_batch``)."""
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int = 2,
                  size: tuple[int, int] = (320, 240), _backend: Backend | None = None):
@@ -99,20 +113,25 @@ class CnnDescriptor:
         """(N, H, W, 3) uint8 -> global descriptors (N, CNN_DIM) float32."""
         return self.describe_batch(rgb)[0]
 
-    def describe(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """One image -> (global (CNN_DIM,), regional (REGIONAL_DIM,) or None from a model exported without it)."""
-        g, r = self.describe_batch(rgb[None])
-        return g[0], None if r is None else r[0]
+    def describe(self, rgb: np.ndarray) -> CnnOutput:
+        """One image -> its global descriptor, regional descriptor and local features (without the batch axis)."""
+        return CnnOutput(*(None if a is None else a[0] for a in self.describe_batch(rgb[None])))
 
-    def describe_batch(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, H, W, 3) uint8 -> (global (N, CNN_DIM), regional (N, REGIONAL_DIM) or None) float32."""
+    def describe_batch(self, rgb: np.ndarray) -> CnnOutput:
+        """(N, H, W, 3) uint8 -> float32 global descriptors, regional descriptors and local features (the last two
+        None from a model exported before them)."""
         out = self.backend.run(np.ascontiguousarray(rgb, dtype=np.uint8))
-        if out.shape[1] == CNN_DIM + REGIONAL_DIM:
-            return out[:, :CNN_DIM], out[:, CNN_DIM:]
-        if out.shape[1] == CNN_DIM:  # exported before the regional part
-            return out, None
-        raise BackendError(f"CNN model {self.model_path} returns {out.shape[1]} values per image, expected "
-                           f"{CNN_DIM + REGIONAL_DIM}; re-export it with `visloc models export`")
+        n = out.shape[1]
+        if n == CNN_DIM:  # exported before the regional part
+            return CnnOutput(out, None, None)
+        if n == CNN_DIM + REGIONAL_DIM:  # ... before the local features
+            return CnnOutput(out[:, :CNN_DIM], out[:, CNN_DIM:], None)
+        rest = n - CNN_DIM - REGIONAL_DIM
+        if rest > 0 and rest % LOCAL_CHANNELS == 0:
+            return CnnOutput(out[:, :CNN_DIM], out[:, CNN_DIM:CNN_DIM + REGIONAL_DIM],
+                             out[:, CNN_DIM + REGIONAL_DIM:].reshape(len(out), -1, LOCAL_CHANNELS))
+        raise BackendError(f"CNN model {self.model_path} returns {n} values per image, expected {CNN_DIM} + "
+                           f"{REGIONAL_DIM} + a multiple of {LOCAL_CHANNELS}; re-export it with `visloc models export`")
 
     def close(self) -> None:
         self.backend.close()
@@ -141,7 +160,9 @@ def export_cnn(out_dir: str | Path, opset: int = 17) -> Path:
                     mid = x
             f = net._swish(net._bn1(net._conv_head(x)))  # (N, 1280, h, w)
             g = f.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
-            return torch.cat([torch.nn.functional.normalize(g, dim=1), _grid_gem(mid)], dim=1)
+            local = torch.nn.functional.avg_pool2d(mid, LOCAL_POOL)  # (N, 112, h / 2, w / 2), floor
+            return torch.cat([torch.nn.functional.normalize(g, dim=1), _grid_gem(mid),
+                              local.permute(0, 2, 3, 1).flatten(1)], dim=1)
 
     def _bands(n):  # (GRID, n) row-normalised: which of GRID disjoint bands each of n rows falls in
         band = (torch.arange(n) * REGIONAL_GRID) // n

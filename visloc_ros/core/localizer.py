@@ -1,10 +1,12 @@
 """The ``Localizer``: one loaded map plus its backends, answering ``localize(image) -> Fix``.
 
-image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> pose consensus
--> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with a fitted
-appearance or regional weight (``visloc tune``) the candidates are every place (maps up to ``DENSE_MAX`` places,
-else the index's), ranked by the latents' similarity fused with the appearance thumbnails' and the regional
-CNN descriptors' (:mod:`.appearance`; regional descriptors are compared centred on the map's mean). The node,
+image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> candidate verification
+-> pose consensus -> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with an
+appearance or regional weight (the build's regional weight 1, or ``visloc tune``'s fit) the candidates are every
+place (maps up to ``DENSE_MAX`` places, else the index's), ranked by the latents' similarity fused with the
+appearance thumbnails' and the regional CNN descriptors' (:mod:`.appearance`; regional descriptors are compared
+centred on the map's mean); on maps with local features the best ``top_k`` are then re-ranked by them
+(:mod:`.verification`). The node,
 the CLI and the benchmarks all call this object, so what they measure is what the robot runs.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .appearance import fuse, thumbnail
 from .backends import one_blas_thread
 from .config import LocalizerConfig
 from .descriptor import CnnDescriptor, centred, default_cnn_path, regional_mean, sha256_file
+from .verification import chamfer, local_mean, normalised, rerank
 from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
@@ -45,6 +48,7 @@ class Embedding:
     latent: np.ndarray
     thumb: np.ndarray | None = None
     regional: np.ndarray | None = None
+    local: np.ndarray | None = None  # (P, LOCAL_CHANNELS) local CNN features (candidate verification)
     condition: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -104,9 +108,11 @@ class Localizer:
         radius = c.consensus_radius_m or float(pm.get("radius", 10.0 * spacing))
         single = meta.get("single") or {}  # the single-image fit of `visloc tune`
         # untuned: the build's weights (the regional descriptor's, which its calibration used; thumbnails off)
-        built = {"regional_weight": float((meta.get("regional") or {}).get("weight", 0.0))}
+        built = {"regional_weight": float((meta.get("regional") or {}).get("weight", 0.0)),
+                 "local_weight": float((meta.get("local") or {}).get("weight", 0.0))}
         for name, arr, what in (("appearance_weight", self.map.appearance, "appearance thumbnails"),
-                                ("regional_weight", self.map.regional, "regional CNN descriptors")):
+                                ("regional_weight", self.map.regional, "regional CNN descriptors"),
+                                ("local_weight", self.map.local, "local CNN features")):
             w = getattr(c, name) if getattr(c, name) >= 0 else float(single.get(name, built.get(name, 0.0)))
             if w > 0 and arr is None:
                 raise MapError(f"map {self.map.path} has no {what} (written before them): rebuild it "
@@ -114,9 +120,9 @@ class Localizer:
             setattr(self, name, w)
         self._dense = len(self.map) <= DENSE_MAX  # every place compared with a frame (fused ranking)
         self._thumbs = self._regional = None  # float32 copies, made on first use (maps up to DENSE_MAX places)
-        self._regional_mean = None
+        self._regional_mean = self._local_mean = None
         # the fitted covariance factor and vote temperature belong to the fitted weights: used only with them
-        fit = single if c.appearance_weight < 0 and c.regional_weight < 0 else {}
+        fit = single if c.appearance_weight < 0 and c.regional_weight < 0 and c.local_weight < 0 else {}
         temperature = float(fit.get("temperature", pm.get("temperature", PoseModel.temperature)))
         self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(fit.get("alpha", pm.get("alpha", 1.0))),
                                     temperature=temperature,
@@ -151,7 +157,7 @@ class Localizer:
         x, cond = self.prepare(rgb)
         t["preprocess"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        d, r = self.cnn.describe(x)
+        d, r, lf = self.cnn.describe(x)
         t["cnn"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         z = self.encoder(d)
@@ -161,7 +167,8 @@ class Localizer:
             t0 = time.perf_counter()
             thumb = thumbnail(rgb)
             t["appearance"] = (time.perf_counter() - t0) * 1e3
-        return Embedding(z, thumb, r if self.map.regional is not None else None, cond, t)
+        return Embedding(z, thumb, r if self.map.regional is not None else None,
+                         lf if self.map.local is not None else None, cond, t)
 
     def localize(self, image: np.ndarray | str | Path, stamp: float | None = None) -> Fix:
         """Localize one image (HxWx3 uint8 RGB, or a path)."""
@@ -210,13 +217,30 @@ class Localizer:
             self._regional = self._centred(self.map.regional)
         return self._regional if ids is None else self._regional[ids]
 
+    def verifies(self, e: Embedding) -> bool:
+        """Whether this frame's best places are re-ranked by local CNN features (:mod:`.verification`)."""
+        return self.local_weight > 0 and e.local is not None and self.map.local is not None
+
+    def verify(self, e: Embedding, ids: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The places ``ids`` (with similarities ``sims``) re-ranked by the frame's local features: (ids, scores)
+        best first."""
+        if self._local_mean is None:
+            self._local_mean = local_mean(self.map.local)
+        s = rerank(sims, chamfer(normalised(e.local, self._local_mean), normalised(self.map.local[ids], self._local_mean)),
+                   self.local_weight)
+        order = np.argsort(-s, kind="stable")
+        return ids[order], s[order]
+
     def localize_embedding(self, e: Embedding, n_candidates: int | None = None,
                            fused: np.ndarray | None = None) -> Fix:
-        """Index lookup (or, with an appearance or regional weight, every place by fused similarity) + pose.
+        """Index lookup (or, with an appearance or regional weight, every place by fused similarity), candidate
+        verification (with a local weight: the ``top_k`` best re-ranked by local CNN features) + pose.
 
         The pose uses the ``top_k`` best places; ``n_candidates`` (>= top_k) places are returned in the
-        fix for a temporal filter. ``fused``: the frame's fused similarity to every place when the caller has
-        it already (``visloc tune`` computes a whole run's at once); maps up to ``DENSE_MAX`` places.
+        fix for a temporal filter, with their similarities (the first ``top_k`` in their verified order).
+        ``fused``: the frame's fused
+        similarity to every place when the caller has it already (``visloc tune`` computes a whole run's at
+        once); maps up to ``DENSE_MAX`` places.
         """
         c = self.config
         t = e.timings_ms
@@ -234,12 +258,19 @@ class Localizer:
             hits = self.index.query(e.latent, n, c.n_probe, c.min_candidates)
             ids, sims = hits.ids, hits.scores
         t["index"] = (time.perf_counter() - t0) * 1e3
+        top, top_s = ids[:c.top_k], sims[:c.top_k]
+        if self.verifies(e):  # re-rank the best places; the fix keeps their similarities (the filters read those)
+            t0 = time.perf_counter()
+            top, top_s = self.verify(e, top, top_s)
+            similarity = dict(zip(ids[:c.top_k].tolist(), sims[:c.top_k].tolist()))
+            ids = np.concatenate([top, ids[c.top_k:]])
+            sims = np.concatenate([[similarity[int(i)] for i in top], sims[c.top_k:]]).astype(np.float32)
+            t["verify"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         pl = self.map.places
-        top, top_s = ids[:c.top_k], sims[:c.top_k]
         est = estimate(pl.xyz[top], top_s, self.pose_model, None if self._yaws is None else self._yaws[top])
         best = int(top[est.inliers[np.argmax(top_s[est.inliers])]])
-        score = float(np.clip(sims[0], 0.0, 1.0))
+        score = float(np.clip(sims[0], 0.0, 1.0))  # the (verified) best place's similarity
         ok = score >= c.min_score
         fix = Fix(ok, LOCALIZED if ok else UNCERTAIN, est.xyz, est.yaw, est.cov2, est.cov6, score, est.support,
                   best, int(self.index.cells[best]), ids, sims, condition=e.condition, timings_ms=t,

@@ -1,6 +1,7 @@
 """The map folder: ``map.yaml``, ``places.sqlite``, ``descriptors.npy``, ``latents.npy``,
-``som_codebook.npy``, ``encoder.onnx``, ``appearance.npy`` (the places' thumbnails) and ``regional.npy`` (their
-regional CNN descriptors); the last two are optional: maps written before them have none.
+``som_codebook.npy``, ``encoder.onnx``, ``appearance.npy`` (the places' thumbnails), ``regional.npy`` (their
+regional CNN descriptors) and ``local.npy`` (their local CNN features); the last three are optional: maps written
+before them have none.
 
 Written atomically: everything goes into a hidden temp folder beside the target, ``map.yaml`` last,
 then one rename. A folder without ``map.yaml`` is an interrupted write and is refused on load, as is a
@@ -19,7 +20,7 @@ import numpy as np
 import yaml
 
 from .appearance import DIM as APPEARANCE_DIM
-from .descriptor import REGIONAL_DIM
+from .descriptor import LOCAL_CHANNELS, REGIONAL_DIM
 from .errors import MapError
 from .geo import Datum
 
@@ -30,6 +31,7 @@ DESCRIPTORS = "descriptors.npy"
 LATENTS = "latents.npy"
 APPEARANCE = "appearance.npy"  # optional: places' thumbnails (maps written before it have none)
 REGIONAL = "regional.npy"  # optional: places' regional CNN descriptors (likewise)
+LOCAL = "local.npy"  # optional: places' local CNN features (likewise)
 CODEBOOK = "som_codebook.npy"
 
 _SCHEMA = """
@@ -141,6 +143,7 @@ class MapData:
     codebook: np.ndarray      # (rows, cols, L) float32
     appearance: np.ndarray | None = None  # (N, appearance.DIM) float16 thumbnails (memory-mapped), None in older maps
     regional: np.ndarray | None = None  # (N, REGIONAL_DIM) float16 regional CNN descriptors (likewise)
+    local: np.ndarray | None = None  # (N, P, LOCAL_CHANNELS) float16 local CNN features (likewise)
 
     @property
     def datum(self) -> Datum | None:
@@ -165,7 +168,8 @@ def _write_yaml(path: Path, meta: dict) -> None:
 
 def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
               codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False,
-              appearance: np.ndarray | None = None, regional: np.ndarray | None = None) -> Path:
+              appearance: np.ndarray | None = None, regional: np.ndarray | None = None,
+              local: np.ndarray | None = None) -> Path:
     """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in."""
     out = Path(out).absolute()
     n = len(places)
@@ -176,6 +180,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         raise MapError(f"refusing to write an inconsistent map: {n} places, {len(appearance)} thumbnails")
     if regional is not None and len(regional) != n:
         raise MapError(f"refusing to write an inconsistent map: {n} places, {len(regional)} regional descriptors")
+    if local is not None and len(local) != n:
+        raise MapError(f"refusing to write an inconsistent map: {n} places, {len(local)} local features")
     if out.exists() and not overwrite:
         raise MapError(f"{out} already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +197,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
             np.save(tmp / APPEARANCE, np.ascontiguousarray(appearance, dtype=np.float16))
         if regional is not None:
             np.save(tmp / REGIONAL, np.ascontiguousarray(regional, dtype=np.float16))
+        if local is not None:
+            np.save(tmp / LOCAL, np.ascontiguousarray(local, dtype=np.float16))
         shutil.copyfile(encoder_file, tmp / "encoder.onnx")
         _write_places(tmp / PLACES_DB, places)
         meta = dict(meta)
@@ -250,6 +258,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
     required = [PLACES_DB, DESCRIPTORS, LATENTS, CODEBOOK, meta.get("encoder", {}).get("file", "encoder.onnx")]
     if meta.get("regional"):  # the build's weight for it is in use until `visloc tune` fits one
         required.append(REGIONAL)
+    if meta.get("local"):
+        required.append(LOCAL)
     missing = [f for f in required if not (p / f).is_file()]
     if missing:
         raise MapError(f"map {p} is incomplete: missing {', '.join(missing)}; rebuild it with `visloc build-map`")
@@ -257,8 +267,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         desc = np.load(p / DESCRIPTORS, mmap_mode="r" if mmap else None)
         lat = np.load(p / LATENTS, mmap_mode="r" if mmap else None)
         cb = np.load(p / CODEBOOK)
-        app, reg = (np.load(p / f, mmap_mode="r" if mmap else None) if (p / f).is_file() else None
-                    for f in (APPEARANCE, REGIONAL))
+        app, reg, loc = (np.load(p / f, mmap_mode="r" if mmap else None) if (p / f).is_file() else None
+                         for f in (APPEARANCE, REGIONAL, LOCAL))
     except (ValueError, OSError) as e:
         raise MapError(f"map {p} has an unreadable array file: {e}") from None
     places = _read_places(p / PLACES_DB)
@@ -270,6 +280,9 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         raise MapError(f"map {p} has {APPEARANCE} of shape {app.shape}, expected ({n}, {APPEARANCE_DIM}); rebuild it")
     if reg is not None and reg.shape != (n, REGIONAL_DIM):
         raise MapError(f"map {p} has {REGIONAL} of shape {reg.shape}, expected ({n}, {REGIONAL_DIM}); rebuild it")
+    if loc is not None and (loc.ndim != 3 or loc.shape[0] != n or loc.shape[2] != LOCAL_CHANNELS):
+        raise MapError(f"map {p} has {LOCAL} of shape {loc.shape}, expected ({n}, positions, {LOCAL_CHANNELS}); "
+                       f"rebuild it")
     if n == 0:
         raise MapError(f"map {p} has no places")
-    return MapData(p, meta, places, desc, lat, cb, app, reg)
+    return MapData(p, meta, places, desc, lat, cb, app, reg, loc)

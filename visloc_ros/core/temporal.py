@@ -308,8 +308,8 @@ class _MapFilter:
 
     def _evidence(self, e: Embedding, fix: Fix, rate: float, sims: np.ndarray | None = None) -> np.ndarray:
         """Per-place evidence of this frame: the similarity to every place (latents, fused with the appearance
-        thumbnails and regional descriptors at the map's weights; the index's scored places on maps above ``dense_max``, the rest at their
-        minimum) as a z-score over the places (what one frame says,
+        thumbnails and regional descriptors at the map's weights; the index's scored places on maps above
+        ``dense_max``, the rest at their minimum) as a z-score over the places (what one frame says,
         whatever the image's overall contrast), minus each place's own running mean of it (hub suppression:
         places that answer every frame, and the stretch the robot sees all the time, count less). ``sims``: the
         frame's similarity to every place when the caller has it already."""

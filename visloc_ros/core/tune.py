@@ -44,6 +44,7 @@ EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength;
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)
 APPEARANCE_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # thumbnails vs the global descriptor; 0 = off
 REGIONAL_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)  # the CNN's regional descriptor vs its global one; 0 = off
+LOCAL_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0)  # the candidate verification by local CNN features; 0 = off
 
 
 def coverage_target(frames: int) -> float:
@@ -54,13 +55,14 @@ def coverage_target(frames: int) -> float:
 
 
 def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_weight: float, temperature: float,
-            refine: float, channels: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+            refine: float, local_weight: float, channels: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Single-image estimates (N, 2) and covariances at alpha 1 (N, 2, 2) with the given appearance and regional
-    weights, consensus temperature and pose averaging. ``channels``: the run's unfused similarities to every place
-    (``Localizer.channel_similarities`` of all frames), so that each setting only fuses them."""
-    keep = loc.appearance_weight, loc.regional_weight, loc.pose_model
-    loc.appearance_weight, loc.regional_weight = weight, regional_weight
-    loc.pose_model = replace(keep[2], alpha=1.0, temperature=temperature, refine_spacings=refine)
+    weights, consensus temperature, pose averaging and verification weight. ``channels``: the run's unfused
+    similarities to every place (``Localizer.channel_similarities`` of all frames), so that each setting only fuses
+    them."""
+    keep = loc.appearance_weight, loc.regional_weight, loc.local_weight, loc.pose_model
+    loc.appearance_weight, loc.regional_weight, loc.local_weight = weight, regional_weight, local_weight
+    loc.pose_model = replace(keep[3], alpha=1.0, temperature=temperature, refine_spacings=refine)
     try:
         if channels is not None and loc.fused:
             s, app, reg = channels
@@ -69,17 +71,18 @@ def _single(loc: Localizer, frames: list[Embedding], weight: float, regional_wei
         else:
             fixes = [loc.localize_embedding(replace(e, timings_ms={})) for e in frames]
     finally:
-        loc.appearance_weight, loc.regional_weight, loc.pose_model = keep
+        loc.appearance_weight, loc.regional_weight, loc.local_weight, loc.pose_model = keep
     return np.array([f.xyz[:2] for f in fixes]), np.array([f.cov2 for f in fixes])
 
 
 def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, radius: float,
                 weights=APPEARANCE_WEIGHTS, regional_weights=REGIONAL_WEIGHTS, temperatures=TEMPERATURES,
-                progress=None) -> dict:
-    """The appearance and regional weights, consensus temperature, pose averaging and single-image covariance
-    factor for this map; the record ``visloc tune`` stores under ``single``. A map without thumbnails (regional
-    descriptors) gets appearance (regional) weight 0. The pose averaging (``REFINE_CHOICES``) is chosen last, at
-    the best weights and temperature, by the same rule against the build's choice."""
+                local_weights=LOCAL_WEIGHTS, progress=None) -> dict:
+    """The appearance and regional weights, consensus temperature, pose averaging, verification weight and
+    single-image covariance factor for this map; the record ``visloc tune`` stores under ``single``. A map without
+    thumbnails (regional descriptors, local features) gets appearance (regional, local) weight 0. The pose averaging
+    (``REFINE_CHOICES``), then the verification weight are chosen last, at the best weights and temperature, by
+    the same rule against the build's choice."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
@@ -90,9 +93,15 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     else:
         built_r = float((loc.map.meta.get("regional") or {}).get("weight", 0.0))
         regional_weights = tuple(sorted(set(regional_weights) | {built_r}))
+    built_l = 0.0  # the build's verification weight
+    if loc.map.local is None or any(e.local is None for e in frames):
+        local_weights = (0.0,)
+    else:
+        built_l = float((loc.map.meta.get("local") or {}).get("weight", 0.0))
+        local_weights = tuple(sorted(set(local_weights) | {built_l}))
     default_t, built_refine = loc.pose_model.temperature, loc.pose_model.refine_spacings
     temperatures = tuple(sorted(set(temperatures) | {default_t}))
-    grid = [(w, r, t, built_refine) for w in weights for r in regional_weights for t in temperatures]
+    grid = [(w, r, t, built_refine, built_l) for w in weights for r in regional_weights for t in temperatures]
     channels = None
     if len(grid) > 1 and len(loc.map) <= DENSE_MAX and len(frames) * len(loc.map) <= 20_000_000:
         # every place's similarities once (at most 80 MB per signal), fused per setting
@@ -101,7 +110,8 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
             np.stack([e.thumb for e in frames]) if max(weights) > 0 else None,
             np.stack([e.regional for e in frames]) if max(regional_weights) > 0 else None))
     refines = [f for f in REFINE_CHOICES if f != built_refine]
-    bar = progress(total=len(grid) + len(refines), desc="tuning single images") if progress else None
+    locals_ = [lw for lw in local_weights if lw != built_l]
+    bar = progress(total=len(grid) + len(refines) + len(locals_), desc="tuning single images") if progress else None
     runs, err, recall = {}, {}, {}
 
     def run(k):
@@ -116,16 +126,20 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         # the map's own. ``own`` (the build's setting) is kept unless the best beats it by more than 2 frames and
         # 1 % of the frames: a few frames are noise, not a fit.
         best = max(keys, key=lambda k: (round(recall[k], 4), -float(np.median(err[k])), -(k[0] + k[1]),
-                                        -abs(np.log(k[2] / default_t)), -abs(k[3] - built_refine)))
+                                        -abs(np.log(k[2] / default_t)), -abs(k[3] - built_refine),
+                                        -abs(k[4] - built_l)))
         return best if clearly_better(recall[best], recall[own], len(frames)) else own
 
     try:
         for k in grid:
             run(k)
-        best = pick(grid, (0.0, built_r, default_t, built_refine))  # no thumbnails, the build's weight and vote
+        best = pick(grid, (0.0, built_r, default_t, built_refine, built_l))  # no thumbnails, the build's weights
         for f in refines:  # then the pose averaging, at those settings
-            run(best[:3] + (f,))
-        best = pick([best[:3] + (f,) for f in REFINE_CHOICES], best)
+            run(best[:3] + (f, built_l))
+        best = pick([best[:3] + (f, built_l) for f in REFINE_CHOICES], best)
+        for lw in locals_:  # then the verification weight
+            run(best[:4] + (lw,))
+        best = pick([best[:4] + (lw,) for lw in local_weights], best)
     finally:
         if bar:
             bar.close()
@@ -140,6 +154,7 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         "regional_weight": best[1],
         "temperature": best[2],
         "refine_spacings": best[3],
+        "local_weight": best[4],
         "alpha": round(alpha, 6),
         "coverage_target": round(target, 4),
         "radius": radius,
@@ -151,8 +166,10 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
         "within_radius_by_weight": {f"{w:g}": round(max(recall[k] for k in grid if k[0] == w), 4) for w in weights},
         "within_radius_by_regional_weight": {f"{r:g}": round(max(recall[k] for k in grid if k[1] == r), 4)
                                              for r in regional_weights},
-        "within_radius_by_temperature": {f"{t:g}": round(recall[best[:2] + (t, built_refine)], 4) for t in temperatures},
-        "within_radius_by_refine": {f"{f:g}": round(recall[best[:3] + (f,)], 4) for f in REFINE_CHOICES},
+        "within_radius_by_temperature": {f"{t:g}": round(recall[best[:2] + (t, built_refine, built_l)], 4)
+                                         for t in temperatures},
+        "within_radius_by_refine": {f"{f:g}": round(recall[best[:3] + (f, built_l)], 4) for f in REFINE_CHOICES},
+        "within_radius_by_local_weight": {f"{lw:g}": round(recall[best[:4] + (lw,)], 4) for lw in local_weights},
         "tuned": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -262,7 +279,8 @@ def self_calibrate_sequence(loc: Localizer, seeds: int = 2, max_frames: int = SE
     lat = np.asarray(m.latents[:n], np.float32)
     app = None if m.appearance is None else np.asarray(m.appearance[:n], np.float32)
     reg = None if m.regional is None else np.asarray(m.regional[:n], np.float32)
-    frames = [Embedding(lat[i], None if app is None else app[i], None if reg is None else reg[i]) for i in range(n)]
+    frames = [Embedding(lat[i], None if app is None else app[i], None if reg is None else reg[i],
+                        None if m.local is None else np.asarray(m.local[i], np.float32)) for i in range(n)]
     truth = m.places.xyz[:n, :2]
     bar = progress(total=seeds + 1, desc="calibrating the sequence filters") if progress else None
     runs = []
