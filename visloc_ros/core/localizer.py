@@ -232,7 +232,7 @@ class Localizer:
         return ids[order], s[order]
 
     def localize_embedding(self, e: Embedding, n_candidates: int | None = None,
-                           fused: np.ndarray | None = None) -> Fix:
+                           fused: np.ndarray | None = None, verify: bool = True) -> Fix:
         """Index lookup (or, with an appearance or regional weight, every place by fused similarity), candidate
         verification (with a local weight: the ``top_k`` best re-ranked by local CNN features) + pose.
 
@@ -240,7 +240,8 @@ class Localizer:
         fix for a temporal filter, with their similarities (the first ``top_k`` in their verified order).
         ``fused``: the frame's fused
         similarity to every place when the caller has it already (``visloc tune`` computes a whole run's at
-        once); maps up to ``DENSE_MAX`` places.
+        once); maps up to ``DENSE_MAX`` places. ``verify=False``: no verification (the sequence filters, which
+        replace the fix's position with their own and read the unverified similarities).
         """
         c = self.config
         t = e.timings_ms
@@ -259,7 +260,7 @@ class Localizer:
             ids, sims = hits.ids, hits.scores
         t["index"] = (time.perf_counter() - t0) * 1e3
         top, top_s = ids[:c.top_k], sims[:c.top_k]
-        if self.verifies(e):  # re-rank the best places; the fix keeps their similarities (the filters read those)
+        if verify and self.verifies(e):  # re-rank the best places; the fix keeps their similarities (the filters read those)
             t0 = time.perf_counter()
             top, top_s = self.verify(e, top, top_s)
             similarity = dict(zip(ids[:c.top_k].tolist(), sims[:c.top_k].tolist()))

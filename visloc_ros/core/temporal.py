@@ -334,7 +334,9 @@ class _MapFilter:
             t0 = time.perf_counter()
             sims = loc.similarities(emb)
             t_sims = (time.perf_counter() - t0) * 1e3
-        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else self.p.candidates, fused=sims)
+        # (no candidate verification: the filter's estimate replaces the fix's, from the unverified similarities)
+        fix = loc.localize_embedding(emb, n_candidates=None if self._dense else self.p.candidates, fused=sims,
+                                     verify=False)
         fix.timings_ms["index"] = fix.timings_ms.get("index", 0.0) + t_sims
         fix.stamp = stamp
         return fix, sims
