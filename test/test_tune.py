@@ -1,4 +1,5 @@
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -153,3 +154,30 @@ def test_evidence_fit_keeps_the_default_when_the_run_cannot_tell():
     assert 0.5 < fit["cov_scale"] < 2.0  # unit-variance errors, unit covariances: about 1
     runs[1.4] = [(err * 0.5, cov)]  # a strength that is really better still wins
     assert _fit_evidence_and_scale(runs, radius=2.0, frames=200, seeds=1, default=1.0)["evidence"] == 1.4
+
+
+def test_tune_single_verifies_each_frame_and_place_once(xy_map, monkeypatch):
+    """The grid replays every frame under many settings; a frame's verification score against a place is computed
+    once (a memo on the frame), and the fit is the same as without the memo."""
+    import visloc_ros.core.localizer as loc_mod
+
+    loc, frames, truth = _stream(xy_map, list(range(12)))
+    calls = []
+    real = loc_mod.chamfer
+
+    def counting(q, places):
+        calls.append(len(places))
+        return real(q, places)
+
+    monkeypatch.setattr(loc_mod, "chamfer", counting)
+    radius = 2 * loc.pose_model.spacing
+    fit = tune_single(loc, frames, truth, radius, weights=(0.0, 1.0), regional_weights=(1.0,), temperatures=(0.05,))
+    assert 0 < sum(calls) <= len(frames) * len(loc.map)  # at most every (frame, place) pair once
+    assert all(e.chamfer is None for e in frames)  # the caller's frames are left as they were
+    one = Localizer(xy_map)
+    fresh = [replace(e, timings_ms={}) for e in frames]
+    for f, e in zip(fresh, frames):  # without the memo: the same estimates
+        a = one.localize_embedding(replace(e, chamfer={}))
+        b = one.localize_embedding(f)
+        np.testing.assert_allclose(a.xyz, b.xyz)
+    assert fit["local_weight"] in set(LOCAL_WEIGHTS) | {DEFAULT_LOCAL_WEIGHT}

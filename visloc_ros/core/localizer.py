@@ -51,6 +51,8 @@ class Embedding:
     local: np.ndarray | None = None  # (P, LOCAL_CHANNELS) local CNN features (candidate verification)
     condition: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    chamfer: dict[int, float] | None = None  # a memo of its verification scores by place (`visloc tune` replays a
+    #                                          frame under many settings; None: not kept)
 
 
 @dataclass
@@ -226,8 +228,14 @@ class Localizer:
         best first."""
         if self._local_mean is None:
             self._local_mean = local_mean(self.map.local)
-        s = rerank(sims, chamfer(normalised(e.local, self._local_mean), normalised(self.map.local[ids], self._local_mean)),
-                   self.local_weight)
+        memo = e.chamfer
+        todo = ids if memo is None else np.array([i for i in ids.tolist() if i not in memo], dtype=ids.dtype)
+        ch = chamfer(normalised(e.local, self._local_mean), normalised(self.map.local[todo], self._local_mean)) \
+            if len(todo) else np.zeros(0)
+        if memo is not None:
+            memo.update(zip(todo.tolist(), ch.tolist()))
+            ch = np.array([memo[i] for i in ids.tolist()])
+        s = rerank(sims, ch, self.local_weight)
         order = np.argsort(-s, kind="stable")
         return ids[order], s[order]
 

@@ -85,6 +85,7 @@ def tune_single(loc: Localizer, frames: list[Embedding], truth_xy: np.ndarray, r
     the same rule against the build's choice."""
     if len(frames) < 10:
         raise DatasetError(f"tuning needs a labelled run of at least 10 frames (got {len(frames)})")
+    frames = [replace(e, chamfer={}) for e in frames]  # each frame's verification scores computed once per place
     if loc.map.appearance is None or any(e.thumb is None for e in frames):
         weights = (0.0,)
     built_r = 0.0  # the build's regional weight (its calibration ranked with it)
