@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
-    loc = Localizer(a.map, LocalizerConfig(map_path=a.map, appearance_weight=0.0, regional_weight=0.0, top_k=a.k))
+    loc = Localizer(a.map, LocalizerConfig(map_path=a.map, appearance_weight=0.0, regional_weight=0.0, local_weight=0.0,
+                                            top_k=a.k))
     if loc.map.appearance is None:
         raise SystemExit(f"{a.map} has no appearance thumbnails: rebuild it with `visloc build-map`")
     root = Path(loc.map.meta.get("image_root", ""))
