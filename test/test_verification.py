@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from visloc_ros.core.verification import chamfer, local_mean, normalised, rerank
+from visloc_ros.core.verification import chamfer, local_mean, normalised, rerank, reranked
 
 
 def _feats(rng, n=30, c=16):
@@ -40,6 +40,10 @@ def test_rerank_adds_weighted_z_scores_in_units_of_the_scores_spread():
     z = (ch - ch.mean()) / ch.std()
     np.testing.assert_allclose(out, scores + scores.std() * z, rtol=1e-5)
     assert int(np.argmax(out)) == 1  # the second place, far better verified, now leads
+    order, best_first = reranked(scores, ch, 1.0)
+    np.testing.assert_array_equal(order, np.argsort(-out, kind="stable"))
+    np.testing.assert_allclose(best_first, out[order])
+    assert order[0] == 1
     np.testing.assert_allclose(rerank(scores[:1], ch[:1], 2.0), scores[:1])  # one candidate: nothing to re-rank
 
 
@@ -47,3 +51,4 @@ def test_rerank_adds_weighted_z_scores_in_units_of_the_scores_spread():
 def test_rerank_keeps_the_order_when_verification_cannot_tell(weight):
     scores = np.array([0.9, 0.8, 0.7], np.float32)
     np.testing.assert_allclose(rerank(scores, np.full(3, 0.5), weight), scores, atol=1e-6)
+    np.testing.assert_array_equal(reranked(scores, np.full(3, 0.5), weight)[0], [0, 1, 2])

@@ -21,7 +21,6 @@ from .appearance import fuse, thumbnail
 from .backends import one_blas_thread
 from .config import LocalizerConfig
 from .descriptor import CnnDescriptor, centred, default_cnn_path, regional_mean, sha256_file
-from .verification import chamfer, local_mean, normalised, rerank
 from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
@@ -29,6 +28,7 @@ from .map_db import MapData, load_map
 from .pose import PoseModel, estimate, yaw_from_quat
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
+from .verification import chamfer, local_mean, normalised, reranked
 
 LOCALIZED, UNCERTAIN = "LOCALIZED", "UNCERTAIN"
 DENSE_MAX = 20_000  # maps up to this many places are compared in full with each frame where that is needed
@@ -224,8 +224,8 @@ class Localizer:
         return self.local_weight > 0 and e.local is not None and self.map.local is not None
 
     def verify(self, e: Embedding, ids: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The places ``ids`` (with similarities ``sims``) re-ranked by the frame's local features: (ids, scores)
-        best first."""
+        """The places ``ids`` (with similarities ``sims``) re-ranked by the frame's local features: their order best
+        first (indices into ``ids``) and their verified scores in that order."""
         if self._local_mean is None:
             self._local_mean = local_mean(self.map.local)
         memo = e.chamfer
@@ -235,9 +235,7 @@ class Localizer:
         if memo is not None:
             memo.update(zip(todo.tolist(), ch.tolist()))
             ch = np.array([memo[i] for i in ids.tolist()])
-        s = rerank(sims, ch, self.local_weight)
-        order = np.argsort(-s, kind="stable")
-        return ids[order], s[order]
+        return reranked(sims, ch, self.local_weight)
 
     def localize_embedding(self, e: Embedding, n_candidates: int | None = None,
                            fused: np.ndarray | None = None, verify: bool = True) -> Fix:
@@ -268,12 +266,12 @@ class Localizer:
             ids, sims = hits.ids, hits.scores
         t["index"] = (time.perf_counter() - t0) * 1e3
         top, top_s = ids[:c.top_k], sims[:c.top_k]
-        if verify and self.verifies(e):  # re-rank the best places; the fix keeps their similarities (the filters read those)
+        if verify and self.verifies(e):  # re-rank the best places; the fix keeps their similarities (filters read them)
             t0 = time.perf_counter()
-            top, top_s = self.verify(e, top, top_s)
-            similarity = dict(zip(ids[:c.top_k].tolist(), sims[:c.top_k].tolist()))
+            order, top_s = self.verify(e, top, top_s)
+            top = top[order]
             ids = np.concatenate([top, ids[c.top_k:]])
-            sims = np.concatenate([[similarity[int(i)] for i in top], sims[c.top_k:]]).astype(np.float32)
+            sims = np.concatenate([sims[:c.top_k][order], sims[c.top_k:]])
             t["verify"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         pl = self.map.places

@@ -47,3 +47,11 @@ def rerank(scores: np.ndarray, chamfer_scores: np.ndarray, weight: float) -> np.
         return s.astype(np.float32)
     z = (c - c.mean()) / max(c.std(), 1e-9)
     return (s + weight * max(s.std(), 1e-6) * z).astype(np.float32)
+
+
+def reranked(scores: np.ndarray, chamfer_scores: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rerank`, then the candidates' order best first (indices into them; stable: ties keep their given
+    order) and their re-ranked scores in that order."""
+    s = rerank(scores, chamfer_scores, weight)
+    order = np.argsort(-s, kind="stable")
+    return order, s[order]
