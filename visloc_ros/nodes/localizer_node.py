@@ -338,7 +338,10 @@ class LocalizerNode(LifecycleNode):
 def main(args=None) -> None:
     rclpy.init(args=args)
     node = LocalizerNode()
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+    # one thread for the callbacks (they only hand frames and odometry over; inference runs in the node's worker):
+    # rclpy's MultiThreadedExecutor re-queues tasks still waiting in its pool in a loop that holds the GIL, which
+    # starved the worker for seconds at a time (ros2/rclpy#1452; 2 of 3 live demo runs lost most frames)
+    executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
