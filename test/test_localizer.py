@@ -62,6 +62,34 @@ def test_localizes_queries_at_their_place(geo_map, synth_geo):
     assert len(set(np.round(covs, 6))) > 1  # never a constant covariance
 
 
+def test_pose_votes_are_divided_by_the_crowd_on_maps_built_with_it(xy_map, synth_xy, tmp_path):
+    loc = Localizer(xy_map)
+    assert loc.map.meta["pose_model"]["crowding"] is True and loc.pose_model.crowding
+    xy = loc.map.places.xyz[:, :2]
+    ids = np.array([3, 0, 3, len(xy) - 1])
+    want = [(np.linalg.norm(xy - xy[i], axis=1) <= loc.pose_model.radius).sum() for i in ids]
+    np.testing.assert_array_equal(loc.crowd(ids), want)
+    assert (loc._crowd >= 0).sum() == 3  # counted once per place, when it first is a candidate
+    e = loc.embed(read_csv(synth_xy[1]).path(0))
+    f = loc.localize_embedding(e)
+    assert (loc._crowd[f.candidate_ids[:loc.config.top_k]] >= 1).all()
+    # the fix is the consensus of the candidates with the crowd as the pose module computes it
+    from visloc_ros.core.pose import estimate
+    top = f.candidate_ids[:loc.config.top_k]
+    scores = loc.verify(e, top, f.candidate_scores[:loc.config.top_k])[1] if loc.verifies(e) else \
+        f.candidate_scores[:loc.config.top_k]
+    np.testing.assert_allclose(estimate(loc.map.places.xyz[top], scores, loc.pose_model, crowd=loc.crowd(top)).xyz,
+                               f.xyz)
+    # a map built before it keeps the plain vote its calibration was made with
+    m = tmp_path / "map"
+    shutil.copytree(xy_map, m)
+    update_meta(m, "pose_model", {k: v for k, v in loc.map.meta["pose_model"].items() if k != "crowding"})
+    old = Localizer(m)
+    assert not old.pose_model.crowding
+    old.localize_embedding(replace(e, timings_ms={}))
+    assert old._crowd is None
+
+
 def test_predict_gps(geo_map, synth_geo):
     loc = Localizer(geo_map)
     q = read_csv(synth_geo[1])

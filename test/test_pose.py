@@ -1,7 +1,9 @@
 import numpy as np
 
-from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, PoseModel, clearly_better, estimate, fit_alpha,
-                                  mahalanobis2, quat_from_yaw, yaw_from_quat)
+import pytest
+
+from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, PoseModel, clearly_better, crowding, estimate,
+                                  fit_alpha, mahalanobis2, quat_from_yaw, yaw_from_quat)
 
 
 def test_yaw_quaternion_roundtrip_ros_order():
@@ -44,3 +46,31 @@ def test_clearly_better_needs_more_than_two_trials_and_one_percent():
     assert not clearly_better(0.70, 0.69, 100)     # 1 trial: 1 %, but not more than 2 trials
     assert not clearly_better(0.9, 0.895, 2000)    # 10 trials, but 0.5 %
     assert clearly_better(0.9, 0.88, 2000)
+
+
+def test_crowding_counts_the_places_within_the_radius():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 50, (300, 2))
+    ids = np.array([0, 7, 299, 7])
+    want = [(np.linalg.norm(xy - xy[i], axis=1) <= 8.0).sum() for i in ids]
+    np.testing.assert_array_equal(crowding(xy, ids, 8.0, chunk=3), want)  # chunked like the whole
+    assert crowding(xy, ids[:1], 0.0)[0] == 1  # itself
+
+
+def test_crowded_stretch_does_not_outvote_a_sparse_place_by_numbers():
+    # the frame's best match (0.80) is a lone place at the origin; six mediocre candidates (0.75-0.76) come from a
+    # stretch of the map 100 m away that was photographed every metre (60 places within the radius of each)
+    pos = np.array([[0, 0, 0]] + [[100 + k, 0, 0] for k in range(6)], float)
+    scores = np.array([0.80, 0.76, 0.76, 0.75, 0.75, 0.75, 0.75])
+    crowd = np.array([1.0] + [60.0] * 6)
+    plain = PoseModel(radius=10.0, spacing=1.0, temperature=0.05)
+    assert np.linalg.norm(estimate(pos, scores, plain).xyz[:2] - [102.4, 0]) < 1.0  # the crowd wins by numbers
+    est = estimate(pos, scores, PoseModel(radius=10.0, spacing=1.0, temperature=0.05, crowding=True), crowd=crowd)
+    assert np.allclose(est.xyz[:2], [0, 0]) and list(est.inliers) == [0]
+    # the covariance still sees the disagreeing candidates; a uniform crowd changes nothing
+    assert np.trace(est.cov2) > 100
+    even = estimate(pos, scores, PoseModel(radius=10.0, spacing=1.0, temperature=0.05, crowding=True),
+                    crowd=np.full(7, 5.0))
+    np.testing.assert_allclose(even.xyz, estimate(pos, scores, plain).xyz)
+    with pytest.raises(ValueError, match="crowd"):
+        estimate(pos, scores, PoseModel(radius=10.0, spacing=1.0, crowding=True))

@@ -28,7 +28,8 @@ from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, Localizer, best_first
 from .map_db import APPEARANCE, LOCAL, REGIONAL, MapData, Places, load_map, update_meta, write_map
-from .pose import REFINE_CHOICES, TEMPERATURES, PoseModel, clearly_better, estimate, fit_alpha, raw_covariance, weights
+from .pose import (REFINE_CHOICES, TEMPERATURES, PoseModel, clearly_better, crowding, estimate, fit_alpha,
+                   raw_covariance, weights)
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
 from .verification import chamfer, local_mean, normalised, reranked
@@ -207,10 +208,17 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
     finally:
         bar.close()
 
+    crowds = {}  # radius -> each place's crowd (pose.crowding), for the places the trials hold
+
     def run(m: PoseModel):
+        if m.crowding and m.radius not in crowds:
+            crowd = np.zeros(n, np.float32)
+            held = np.unique(np.concatenate([ids for ids, _, _ in trials]))
+            crowd[held] = crowding(places.xyz[:, :2], held, m.radius)
+            crowds[m.radius] = crowd
         errs, covs = [], []
         for ids, sims, i in trials:
-            est = estimate(places.xyz[ids], sims, m)
+            est = estimate(places.xyz[ids], sims, m, crowd=crowds[m.radius][ids] if m.crowding else None)
             errs.append(est.xyz[:2] - places.xyz[i, :2])
             covs.append(raw_covariance(places.xyz[ids, :2], weights(sims, m.temperature), est.xyz[:2], m.spacing))
         return np.array(errs), np.array(covs)
@@ -270,7 +278,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
         codebook = train_som(latents, shape, seed=seed)
         index = SomIndex(codebook, latents)
         places.cells = index.cells
-        model = PoseModel(radius=config.consensus_radius_m or 10.0 * spacing, spacing=spacing)
+        model = PoseModel(radius=config.consensus_radius_m or 10.0 * spacing, spacing=spacing, crowding=True)
         weight = DEFAULT_REGIONAL_WEIGHT if d.regional is not None else 0.0
         local_weight = DEFAULT_LOCAL_WEIGHT if d.local is not None else 0.0
         model, calib = calibrate(latents, places, index, model, config, cnn, encoder, ds, kept, size,
@@ -295,7 +303,7 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
                 "file": LOCAL, "block": REGIONAL_BLOCK, "pool": LOCAL_POOL, "channels": LOCAL_CHANNELS,
                 "positions": int(d.local.shape[1]), "weight": local_weight},  # likewise
             "pose_model": {"spacing": spacing, "radius": model.radius, "alpha": model.alpha, "temperature": model.temperature,
-                           "refine_spacings": model.refine_spacings},
+                           "refine_spacings": model.refine_spacings, "crowding": model.crowding},
             "calibration": calib,
             "skipped_images": len(skipped),
             "image_root": str(ds.root.resolve()),

@@ -1,7 +1,8 @@
 """The ``Localizer``: one loaded map plus its backends, answering ``localize(image) -> Fix``.
 
 image -> (low light) -> resize -> CNN descriptor -> encoder latent -> SOM candidates -> candidate verification
--> pose consensus -> position, yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with an
+-> pose consensus (votes divided by how crowded the map is around each candidate, on maps built with it) -> position,
+yaw, calibrated covariance, lat/lon when the map is georeferenced. On maps with an
 appearance or regional weight (the build's regional weight 1, or ``visloc tune``'s fit) the candidates are every
 place (maps up to ``DENSE_MAX`` places, else the index's), ranked by the latents' similarity fused with the
 appearance thumbnails' and the regional CNN descriptors' (:mod:`.appearance`; regional descriptors are compared
@@ -25,7 +26,7 @@ from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
 from .map_db import MapData, load_map
-from .pose import PoseModel, estimate, yaw_from_quat
+from .pose import PoseModel, crowding, estimate, yaw_from_quat
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
 from .verification import chamfer, local_mean, normalised, reranked
@@ -128,7 +129,9 @@ class Localizer:
         temperature = float(fit.get("temperature", pm.get("temperature", PoseModel.temperature)))
         self.pose_model = PoseModel(radius=radius, spacing=spacing, alpha=float(fit.get("alpha", pm.get("alpha", 1.0))),
                                     temperature=temperature,
-                                    refine_spacings=float(fit.get("refine_spacings", pm.get("refine_spacings", 0.0))))
+                                    refine_spacings=float(fit.get("refine_spacings", pm.get("refine_spacings", 0.0))),
+                                    crowding=bool(pm.get("crowding", False)))  # maps built before it: plain votes
+        self._crowd, self._crowd_radius = None, None  # each place's crowd, filled as places become candidates
         self.datum = self.map.datum
         q = self.map.places.quat
         self._yaws = None if q is None or np.isnan(q).any() else yaw_from_quat(q)
@@ -219,6 +222,17 @@ class Localizer:
             self._regional = self._centred(self.map.regional)
         return self._regional if ids is None else self._regional[ids]
 
+    def crowd(self, ids: np.ndarray) -> np.ndarray:
+        """The number of map places within the consensus radius of each of the places ``ids`` (the pose vote's
+        divisor, :func:`.pose.crowding`), counted the first time a place is a candidate and kept."""
+        r = self.pose_model.radius
+        if self._crowd is None or self._crowd_radius != r:
+            self._crowd, self._crowd_radius = np.full(len(self.map), -1.0, np.float32), r
+        todo = ids[self._crowd[ids] < 0]
+        if len(todo):
+            self._crowd[todo] = crowding(self.map.places.xyz[:, :2], todo, r)
+        return self._crowd[ids]
+
     def verifies(self, e: Embedding) -> bool:
         """Whether this frame's best places are re-ranked by local CNN features (:mod:`.verification`)."""
         return self.local_weight > 0 and e.local is not None and self.map.local is not None
@@ -275,7 +289,8 @@ class Localizer:
             t["verify"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         pl = self.map.places
-        est = estimate(pl.xyz[top], top_s, self.pose_model, None if self._yaws is None else self._yaws[top])
+        est = estimate(pl.xyz[top], top_s, self.pose_model, None if self._yaws is None else self._yaws[top],
+                       self.crowd(top) if self.pose_model.crowding else None)
         best = int(top[est.inliers[np.argmax(top_s[est.inliers])]])
         score = float(np.clip(sims[0], 0.0, 1.0))  # the (verified) best place's similarity
         ok = score >= c.min_score

@@ -4,7 +4,10 @@ Quaternions are ``x, y, z, w`` (ROS order) everywhere in this package; conversio
 
 Model: candidate ``i`` with similarity ``s_i`` gets weight ``exp((s_i - s_max) / T)``. The consensus
 is the candidate with the most weight within ``radius`` of it; the position is the weighted mean of
-the candidates within ``radius`` (inliers). The 2x2 covariance is
+the candidates within ``radius`` (inliers). On maps built with ``crowding`` (every map built since the 17th
+session), each candidate's vote is its weight divided by the number of map places within ``radius`` of it: a
+stretch the map photographed densely would otherwise outvote a sparse one by numbers alone (a generic-looking
+frame draws many mediocre candidates from the crowd). The 2x2 covariance is
 ``alpha^2 * (S + spacing^2 I)``, where ``S`` is the weighted scatter of *all* candidates around the
 estimate (disagreeing candidates widen it) and ``alpha`` is fitted at map build on held-out images so
 that the 95 % ellipse holds the truth 95 % of the time (:func:`fit_alpha`).
@@ -56,6 +59,7 @@ class PoseModel:
     temperature: float = 0.05
     yaw_floor: float = 0.35  # rad: a place's orientation says little about the query's exact heading
     refine_spacings: float = 0.0  # >0: average only inliers this many spacings from the mode's best candidate
+    crowding: bool = False  # votes divided by each candidate's number of map places within radius (:func:`crowding`)
 
 
 @dataclass
@@ -80,15 +84,34 @@ def raw_covariance(xy: np.ndarray, w: np.ndarray, centre: np.ndarray, spacing: f
     return s + (spacing ** 2) * np.eye(2)
 
 
+def crowding(xy: np.ndarray, ids: np.ndarray, radius: float, chunk: int = 256) -> np.ndarray:
+    """How many of the map places ``xy`` (N, 2) lie within ``radius`` of each of the places ``ids`` (itself
+    included), float32 (len(ids),); in chunks of ``chunk`` ids (memory: chunk x N)."""
+    xy = np.asarray(xy, np.float64)
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.empty(len(ids), np.float32)
+    r2 = float(radius) ** 2
+    for a in range(0, len(ids), chunk):
+        d = xy[ids[a:a + chunk], None, :] - xy[None]
+        out[a:a + chunk] = (np.einsum("kni,kni->kn", d, d) <= r2).sum(1)
+    return out
+
+
 def estimate(positions: np.ndarray, scores: np.ndarray, model: PoseModel,
-             yaws: np.ndarray | None = None) -> PoseEstimate:
-    """Pose from K candidates (positions (K, 3), similarity scores (K,), optional yaws (K,))."""
+             yaws: np.ndarray | None = None, crowd: np.ndarray | None = None) -> PoseEstimate:
+    """Pose from K candidates (positions (K, 3), similarity scores (K,), optional yaws (K,)). ``crowd``: each
+    candidate's number of map places within ``model.radius`` (:func:`crowding`), read when ``model.crowding``."""
     p = np.asarray(positions, dtype=float)
     w = weights(scores, model.temperature)
     xy = p[:, :2]
     dist = np.linalg.norm(xy[:, None] - xy[None], axis=2)
     near = dist <= model.radius
-    mode = int(np.argmax(near @ w))
+    if model.crowding:
+        if crowd is None:
+            raise ValueError("a pose model with crowding needs each candidate's crowd (pose.crowding)")
+        mode = int(np.argmax(near @ (w / np.maximum(np.asarray(crowd, float), 1.0))))
+    else:
+        mode = int(np.argmax(near @ w))
     inl = np.flatnonzero(near[mode])
     if model.refine_spacings > 0:
         best = inl[np.argmax(w[inl])]
