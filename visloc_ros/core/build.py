@@ -28,7 +28,7 @@ from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, Localizer, best_first
 from .map_db import APPEARANCE, LOCAL, REGIONAL, MapData, Places, load_map, update_meta, write_map
-from .pose import (REFINE_CHOICES, TEMPERATURES, PoseModel, clearly_better, crowding, estimate, fit_alpha,
+from .pose import (REFINE_CHOICES, TEMPERATURES, Crowding, PoseModel, clearly_better, estimate, fit_alpha,
                    raw_covariance, weights)
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
@@ -208,13 +208,13 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
     finally:
         bar.close()
 
-    crowds = {}  # radius -> each place's crowd (pose.crowding), for the places the trials hold
+    crowds, count = {}, Crowding(places.xyz)  # radius -> each place's crowd, for the places the trials hold
 
     def run(m: PoseModel):
         if m.crowding and m.radius not in crowds:
             crowd = np.zeros(n, np.float32)
             held = np.unique(np.concatenate([ids for ids, _, _ in trials]))
-            crowd[held] = crowding(places.xyz[:, :2], held, m.radius)
+            crowd[held] = count(held, m.radius)
             crowds[m.radius] = crowd
         errs, covs = [], []
         for ids, sims, i in trials:

@@ -26,7 +26,7 @@ from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
 from .map_db import MapData, load_map
-from .pose import PoseModel, crowding, estimate, yaw_from_quat
+from .pose import Crowding, PoseModel, estimate, yaw_from_quat
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
 from .verification import chamfer, local_mean, normalised, reranked
@@ -132,6 +132,7 @@ class Localizer:
                                     refine_spacings=float(fit.get("refine_spacings", pm.get("refine_spacings", 0.0))),
                                     crowding=bool(pm.get("crowding", False)))  # maps built before it: plain votes
         self._crowd, self._crowd_radius = None, None  # each place's crowd, filled as places become candidates
+        self._crowding = None  # the map's places sorted for counting (made on first use)
         self.datum = self.map.datum
         q = self.map.places.quat
         self._yaws = None if q is None or np.isnan(q).any() else yaw_from_quat(q)
@@ -228,9 +229,11 @@ class Localizer:
         r = self.pose_model.radius
         if self._crowd is None or self._crowd_radius != r:
             self._crowd, self._crowd_radius = np.full(len(self.map), -1.0, np.float32), r
-        todo = ids[self._crowd[ids] < 0]
+        if self._crowding is None:
+            self._crowding = Crowding(self.map.places.xyz)
+        todo = np.unique(ids[self._crowd[ids] < 0])
         if len(todo):
-            self._crowd[todo] = crowding(self.map.places.xyz[:, :2], todo, r)
+            self._crowd[todo] = self._crowding(todo, r)
         return self._crowd[ids]
 
     def verifies(self, e: Embedding) -> bool:
