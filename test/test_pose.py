@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, Crowding, PoseModel, clearly_better, crowding,
-                                  estimate, fit_alpha, mahalanobis2, quat_from_yaw, yaw_from_quat)
+from visloc_ros.core.pose import (CHI2_2D_95, UNOBSERVED_VAR, Crowding, PoseModel, clearly_better, estimate,
+                                  fit_alpha, mahalanobis2, quat_from_yaw, yaw_from_quat)
 
 
 def test_yaw_quaternion_roundtrip_ros_order():
@@ -52,8 +52,8 @@ def test_crowding_counts_the_places_within_the_radius():
     xy = rng.uniform(0, 50, (300, 2))
     ids = np.array([0, 7, 299, 7])
     want = [(np.linalg.norm(xy - xy[i], axis=1) <= 8.0).sum() for i in ids]
-    np.testing.assert_array_equal(crowding(xy, ids, 8.0), want)
-    assert crowding(xy, ids[:1], 0.0)[0] == 1  # itself
+    np.testing.assert_array_equal(Crowding(xy)(ids, 8.0), want)
+    assert Crowding(xy)(ids[:1], 0.0)[0] == 1  # itself
     # a map along y (the slab runs along its longer axis), with places exactly at the radius and a huge radius
     line = np.c_[rng.normal(0, 0.5, 200), np.arange(200.0)]
     count = Crowding(line)

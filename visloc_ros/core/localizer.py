@@ -225,7 +225,7 @@ class Localizer:
 
     def crowd(self, ids: np.ndarray) -> np.ndarray:
         """The number of map places within the consensus radius of each of the places ``ids`` (the pose vote's
-        divisor, :func:`.pose.crowding`), counted the first time a place is a candidate and kept."""
+        divisor, :class:`.pose.Crowding`), counted the first time a place is a candidate and kept."""
         r = self.pose_model.radius
         if self._crowd is None or self._crowd_radius != r:
             self._crowd, self._crowd_radius = np.full(len(self.map), -1.0, np.float32), r

@@ -59,7 +59,7 @@ class PoseModel:
     temperature: float = 0.05
     yaw_floor: float = 0.35  # rad: a place's orientation says little about the query's exact heading
     refine_spacings: float = 0.0  # >0: average only inliers this many spacings from the mode's best candidate
-    crowding: bool = False  # votes divided by each candidate's number of map places within radius (:func:`crowding`)
+    crowding: bool = False  # votes divided by each candidate's number of map places within radius (:class:`Crowding`)
 
 
 @dataclass
@@ -112,16 +112,10 @@ class Crowding:
         return out
 
 
-def crowding(xy: np.ndarray, ids: np.ndarray, radius: float) -> np.ndarray:
-    """How many of the map places ``xy`` (N, 2) lie within ``radius`` of each of the places ``ids`` (itself
-    included), float32 (len(ids),). (:class:`Crowding` keeps the sorted map for repeated calls.)"""
-    return Crowding(xy)(ids, radius)
-
-
 def estimate(positions: np.ndarray, scores: np.ndarray, model: PoseModel,
              yaws: np.ndarray | None = None, crowd: np.ndarray | None = None) -> PoseEstimate:
     """Pose from K candidates (positions (K, 3), similarity scores (K,), optional yaws (K,)). ``crowd``: each
-    candidate's number of map places within ``model.radius`` (:func:`crowding`), read when ``model.crowding``."""
+    candidate's number of map places within ``model.radius`` (:class:`Crowding`), read when ``model.crowding``."""
     p = np.asarray(positions, dtype=float)
     w = weights(scores, model.temperature)
     xy = p[:, :2]
@@ -129,7 +123,7 @@ def estimate(positions: np.ndarray, scores: np.ndarray, model: PoseModel,
     near = dist <= model.radius
     if model.crowding:
         if crowd is None:
-            raise ValueError("a pose model with crowding needs each candidate's crowd (pose.crowding)")
+            raise ValueError("a pose model with crowding needs each candidate's crowd (pose.Crowding)")
         mode = int(np.argmax(near @ (w / np.maximum(np.asarray(crowd, float), 1.0))))
     else:
         mode = int(np.argmax(near @ w))
