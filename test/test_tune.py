@@ -163,13 +163,13 @@ def test_tune_single_verifies_each_frame_and_place_once(xy_map, monkeypatch):
 
     loc, frames, truth = _stream(xy_map, list(range(12)))
     calls = []
-    real = loc_mod.chamfer
+    real = loc_mod.chamfer_to
 
-    def counting(q, places):
+    def counting(q, places, mean):
         calls.append(len(places))
-        return real(q, places)
+        return real(q, places, mean)
 
-    monkeypatch.setattr(loc_mod, "chamfer", counting)
+    monkeypatch.setattr(loc_mod, "chamfer_to", counting)
     radius = 2 * loc.pose_model.spacing
     fit = tune_single(loc, frames, truth, radius, weights=(0.0, 1.0), regional_weights=(1.0,), temperatures=(0.05,))
     assert 0 < sum(calls) <= len(frames) * len(loc.map)  # at most every (frame, place) pair once

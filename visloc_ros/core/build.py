@@ -32,7 +32,7 @@ from .pose import (REFINE_CHOICES, TEMPERATURES, Crowding, PoseModel, clearly_be
                    raw_covariance, weights)
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex, grid_shape, train_som
-from .verification import chamfer, local_mean, normalised, reranked
+from .verification import chamfer_to, local_mean, reranked
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
             order = best_first(s, config.top_k)
             ids, s = ids[order], s[order]
         if verify:  # as the localizer verifies its best places
-            order, s = reranked(s, chamfer(normalised(lf, lmean), normalised(local[ids], lmean)), local_weight)
+            order, s = reranked(s, chamfer_to(lf, local[ids], lmean), local_weight)
             ids = ids[order]
         trials.append((ids, s, i))
 
@@ -209,11 +209,11 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
         bar.close()
 
     crowds, count = {}, Crowding(places.xyz)  # radius -> each place's crowd, for the places the trials hold
+    held = np.unique(np.concatenate([ids for ids, _, _ in trials])) if trials else np.zeros(0, np.int64)
 
     def run(m: PoseModel):
         if m.crowding and m.radius not in crowds:
             crowd = np.zeros(n, np.float32)
-            held = np.unique(np.concatenate([ids for ids, _, _ in trials]))
             crowd[held] = count(held, m.radius)
             crowds[m.radius] = crowd
         errs, covs = [], []

@@ -29,7 +29,7 @@ from .map_db import MapData, load_map
 from .pose import Crowding, PoseModel, estimate, yaw_from_quat
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
-from .verification import chamfer, local_mean, normalised, reranked
+from .verification import chamfer_to, local_mean, reranked
 
 LOCALIZED, UNCERTAIN = "LOCALIZED", "UNCERTAIN"
 DENSE_MAX = 20_000  # maps up to this many places are compared in full with each frame where that is needed
@@ -247,8 +247,7 @@ class Localizer:
             self._local_mean = local_mean(self.map.local)
         memo = e.chamfer
         todo = ids if memo is None else np.array([i for i in ids.tolist() if i not in memo], dtype=ids.dtype)
-        ch = chamfer(normalised(e.local, self._local_mean), normalised(self.map.local[todo], self._local_mean)) \
-            if len(todo) else np.zeros(0)
+        ch = chamfer_to(e.local, self.map.local[todo], self._local_mean) if len(todo) else np.zeros(0)
         if memo is not None:
             memo.update(zip(todo.tolist(), ch.tolist()))
             ch = np.array([memo[i] for i in ids.tolist()])

@@ -92,22 +92,22 @@ class Crowding:
     def __init__(self, xy: np.ndarray):
         xy = np.asarray(xy, np.float64)[:, :2]
         self.axis = int(np.ptp(xy[:, 1]) > np.ptp(xy[:, 0])) if len(xy) else 0
-        self.order = np.argsort(xy[:, self.axis], kind="stable")
-        self.xy = xy[self.order]
+        order = np.argsort(xy[:, self.axis], kind="stable")
+        self.xy = xy[order]
         self.keys = self.xy[:, self.axis]
-        self.rank = np.empty(len(xy), np.int64)
-        self.rank[self.order] = np.arange(len(xy))
+        self.rank = np.empty(len(xy), np.int64)  # each place's row in the sorted table
+        self.rank[order] = np.arange(len(xy))
 
     def __call__(self, ids: np.ndarray, radius: float) -> np.ndarray:
         """The counts (len(ids),), float32."""
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.empty(len(ids), np.float32)
+        rows = self.rank[np.asarray(ids, dtype=np.int64)]
+        key = self.keys[rows]
+        lo = np.searchsorted(self.keys, key - radius, side="left")  # each one's slab along the sorted axis
+        hi = np.searchsorted(self.keys, key + radius, side="right")
+        out = np.empty(len(rows), np.float32)
         r2 = float(radius) ** 2
-        for k, i in enumerate(ids.tolist()):
-            p = self.xy[self.rank[i]]
-            lo = int(np.searchsorted(self.keys, p[self.axis] - radius, side="left"))
-            hi = int(np.searchsorted(self.keys, p[self.axis] + radius, side="right"))
-            d = self.xy[lo:hi] - p
+        for k, (row, a, b) in enumerate(zip(rows.tolist(), lo.tolist(), hi.tolist())):
+            d = self.xy[a:b] - self.xy[row]
             out[k] = np.count_nonzero(np.einsum("ni,ni->n", d, d) <= r2)
         return out
 

@@ -38,6 +38,12 @@ def chamfer(query: np.ndarray, places: np.ndarray) -> np.ndarray:
     return s.max(axis=1).mean(axis=1)
 
 
+def chamfer_to(frame: np.ndarray, places: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """:func:`chamfer` of a frame's raw local features (P, C) to K places' (K, P', C), both centred on the map's
+    ``mean`` and normalised (:func:`normalised`): what the localizer and the build's calibration score candidates by."""
+    return chamfer(normalised(frame, mean), normalised(places, mean))
+
+
 def rerank(scores: np.ndarray, chamfer_scores: np.ndarray, weight: float) -> np.ndarray:
     """The candidates' scores (K,) with ``weight`` x the z-score of their chamfer similarities among them added, in
     units of the scores' own spread among the candidates (so the weight means the same on every map)."""
