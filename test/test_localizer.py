@@ -12,7 +12,7 @@ from visloc_ros.core.errors import DatasetError, MapError
 from visloc_ros.core.geo import geodetic_to_enu
 from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
-from visloc_ros.core.pose import PoseModel, REFINE_CHOICES, TEMPERATURES
+from visloc_ros.core.pose import PLAIN_REFINE, PoseModel, REFINE_CHOICES, TEMPERATURES
 from visloc_ros.core.synthetic import make_dataset
 
 
@@ -42,6 +42,25 @@ def test_calibration_changes_the_vote_temperature_only_when_clearly_better():
     assert choose_setting(clear, med, 222, 0.05) == (3.0, 0.0, 0.02)
     tie = {(3.0, 0.0, 0.02): 0.9, (3.0, 0.0, 0.05): 0.9, (10.0, 0.0, 0.05): 0.9}
     assert choose_setting(tie, {**med, (10.0, 0.0, 0.05): 0.5}, 100, 0.05) == (10.0, 0.0, 0.05)  # lower median
+
+
+def test_calibration_averages_the_pose_only_when_clearly_better():
+    # held-out map images lie between places, so averaging wins their median error by construction: at the same
+    # recall the consensus's best place alone (PLAIN_REFINE) is kept, whatever the medians
+    med = {(10.0, 0.0, 0.05): 0.62, (10.0, PLAIN_REFINE, 0.05): 1.0, (10.0, 2.0, 0.05): 0.62, (3.0, PLAIN_REFINE, 0.05): 1.0}
+    tie = {(10.0, 0.0, 0.05): 0.986, (10.0, PLAIN_REFINE, 0.05): 0.986, (10.0, 2.0, 0.05): 0.986,
+           (3.0, PLAIN_REFINE, 0.05): 0.982}
+    assert choose_setting(tie, med, 222, 0.05) == (10.0, PLAIN_REFINE, 0.05)
+    # 1 trial of 222 better is noise too; 12 of 400 is a fit (the campus: its GPS-labelled photos gain by averaging)
+    assert choose_setting({**tie, (10.0, 2.0, 0.05): 0.991}, med, 222, 0.05) == (10.0, PLAIN_REFINE, 0.05)
+    clear = {(10.0, 0.0, 0.05): 0.485, (10.0, PLAIN_REFINE, 0.05): 0.455, (10.0, 2.0, 0.05): 0.458,
+             (3.0, PLAIN_REFINE, 0.05): 0.43}
+    assert choose_setting(clear, med, 400, 0.05) == (10.0, 0.0, 0.05)
+    # a temperature other than the usual one is then weighed against the setting chosen at the usual one
+    other_t = {**clear, (10.0, 0.0, 0.02): 0.49}
+    assert choose_setting(other_t, {**med, (10.0, 0.0, 0.02): 0.5}, 400, 0.05) == (10.0, 0.0, 0.05)
+    assert choose_setting({**clear, (10.0, PLAIN_REFINE, 0.02): 0.52}, {**med, (10.0, PLAIN_REFINE, 0.02): 1.0},
+                          400, 0.05) == (10.0, PLAIN_REFINE, 0.02)
 
 
 def test_localizes_queries_at_their_place(geo_map, synth_geo):

@@ -38,6 +38,8 @@ def quat_from_yaw(yaw) -> np.ndarray:
 # pose averaging: the whole consensus mode (0), or only the places within 0.5 (the best place alone), 1 or 2 spacings
 # of its best place; chosen per map at build (held-out map images) and by `visloc tune` (a labelled run)
 REFINE_CHOICES = (0.0, 0.5, 1.0, 2.0)
+# the plain pose averaging: the consensus's best place alone (with any place photographed within half a spacing of it)
+PLAIN_REFINE = 0.5
 # temperature of the consensus vote: low, the best place decides; high, the runners-up's agreement does. Chosen per
 # map at build (held-out map images) and by `visloc tune` (a labelled run)
 TEMPERATURES = (0.01, 0.02, 0.05, 0.1)
