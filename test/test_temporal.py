@@ -83,7 +83,8 @@ def test_hub_prior_marks_the_place_that_resembles_every_other(xy_map, tmp_path):
 def test_filter_fix_is_the_localizers_own(xy_map):
     """On a map ranked by fused similarity the filter computes the frame's similarity to every place once and
     hands it to the single-image fix: its candidates are exactly those the localizer finds on its own without the
-    candidate verification (which the filter skips: its estimate comes from the unverified similarities)."""
+    candidate verification (the filter's estimate replaces the fix's; its evidence verifies only its own few best
+    places, test below)."""
     from dataclasses import replace
 
     loc = Localizer(xy_map)
@@ -313,3 +314,42 @@ def test_place_filter_carries_slow_odometry(xy_map):
             delta = (places.xyz[j + 1, :2] - places.xyz[j, :2]) / 3
         f = filt.update_embedding(replace(e, timings_ms={}), odom_delta=delta, sims=s)
     assert np.linalg.norm(f.xyz[:2] - places.xyz[9, :2]) < 1.5 * spacing
+
+
+def test_evidence_hands_the_best_similarities_out_in_the_verified_order(xy_map, tmp_path):
+    """The filters' evidence keeps every similarity value of the frame but gives the ``verify_top`` highest to
+    those places in the order the candidate verification ranks them: a place ranked 3rd whose local features are
+    the frame's own (planted in a copy of the map) gets the highest value and becomes the first frame's estimate."""
+    import shutil
+
+    from visloc_ros.core.config import LocalizerConfig
+    from visloc_ros.core.temporal import PlaceFilter
+
+    loc0 = Localizer(xy_map)
+    places = load_map(xy_map).places
+    e = loc0.embed(view(draw_scene(1 * 100003 + int(places.images[5].split("/")[1][:5])),
+                        np.random.default_rng(3), night=True))
+    s = loc0.similarities(e)
+    order = np.argsort(-s)
+    planted = int(order[2])
+    copy = tmp_path / "map"
+    shutil.copytree(xy_map, copy)
+    lf = np.load(copy / "local.npy")
+    lf[planted] = e.local.astype(np.float16)
+    np.save(copy / "local.npy", lf)
+    loc = Localizer(copy, LocalizerConfig(map_path=str(copy), local_weight=8.0))
+    p = FilterParams(hub_prior=False)
+    filt = PlaceFilter(loc, p)
+    v = filt._verified(e, s)
+    assert np.argmax(v) == planted and v[planted] == s[order[0]]
+    np.testing.assert_array_equal(np.sort(v), np.sort(s))  # the same values, handed out again
+    rest = np.setdiff1d(np.arange(len(s)), order[:p.verify_top])
+    np.testing.assert_array_equal(v[rest], s[rest])  # beyond the verify_top best, nothing moves
+    fix = filt.update_embedding(replace(e, timings_ms={}))
+    np.testing.assert_allclose(fix.xyz[:2], places.xyz[planted, :2])
+    # verify_top 0, or a map whose verification weight is 0, leaves the similarities as they are
+    assert PlaceFilter(loc, replace(p, verify_top=0))._verified(e, s) is s
+    plain = Localizer(copy, LocalizerConfig(map_path=str(copy), local_weight=0.0))
+    assert PlaceFilter(plain, p)._verified(e, s) is s
+    fix0 = PlaceFilter(loc, replace(p, verify_top=0)).update_embedding(replace(e, timings_ms={}))
+    np.testing.assert_allclose(fix0.xyz[:2], places.xyz[int(order[0]), :2])

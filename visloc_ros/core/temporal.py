@@ -36,7 +36,7 @@ import numpy as np
 
 from .appearance import zscore
 from .config import FILTER_KINDS
-from .localizer import DENSE_MAX, Embedding, Fix, Localizer
+from .localizer import DENSE_MAX, Embedding, Fix, Localizer, best_first
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class FilterParams:
     hub_memory: float = 0.01      # rate of each place's running mean evidence (hub suppression); 0 = off
     hub_memory_odom: float = 0.05  # ... with odometry
     hub_prior: bool = True        # start those running means at each place's likeness to the map's own images
+    verify_top: int = 5           # the frame's best places whose similarities are handed out again in the order
+    #                               the candidate verification ranks them (0 = the unverified similarities)
     match_floor: float = 1.0      # sequence matching: what one past frame can say about a hypothesis is bounded
     mode_radius_spacings: float = 4.0  # the estimate: mean shift over particles within this radius
     fine_radius_spacings: float = 1.0  # ... then within this radius for the reported position
@@ -319,12 +321,27 @@ class _MapFilter:
         else:
             s = np.full(n, float(fix.candidate_scores.min()), np.float32)
             s[fix.candidate_ids] = fix.candidate_scores
-        zs = zscore(s)
+        zs = zscore(self._verified(e, s))
         if self.bg is None:
             self.bg = np.zeros(n, np.float32) if self._hubness is None else self._hubness.copy()
         e = zs - self.bg
         self.bg += rate * (zs - self.bg)
         return e
+
+    def _verified(self, e: Embedding, s: np.ndarray) -> np.ndarray:
+        """The similarities ``s`` with the ``verify_top`` highest handed out again to the same places in the order
+        the candidate verification (:meth:`.Localizer.verify`) ranks them: the verification says which of the best
+        places match, while every value, and so the evidence's spread over the map that the filter's strength and
+        covariance were fitted for, stays as it was. (Adding the verified scores themselves made the best places
+        stand out more than one frame should: the campus stream lost 5 points.)"""
+        k = min(self.p.verify_top, len(s))
+        if k < 2 or not self.loc.verifies(e):
+            return s
+        top = best_first(s, k)
+        order, _ = self.loc.verify(e, top, s[top])
+        out = s.copy()
+        out[top[order]] = s[top]
+        return out
 
     def _localize(self, emb: Embedding, stamp, sims) -> tuple[Fix, np.ndarray | None]:
         """The frame's single-image fix, and its similarity to every place (computed once for both)."""
@@ -334,7 +351,8 @@ class _MapFilter:
             t0 = time.perf_counter()
             sims = loc.similarities(emb)
             t_sims = (time.perf_counter() - t0) * 1e3
-        # (no candidate verification: the filter's estimate replaces the fix's, from the unverified similarities)
+        # (no candidate verification of the fix: the filter's estimate replaces it; the evidence verifies its own few
+        # best places, :meth:`_verified`)
         fix = loc.localize_embedding(emb, n_candidates=None if self._dense else self.p.candidates, fused=sims,
                                      verify=False)
         fix.timings_ms["index"] = fix.timings_ms.get("index", 0.0) + t_sims
