@@ -156,6 +156,26 @@ def test_evidence_fit_keeps_the_default_when_the_run_cannot_tell():
     assert _fit_evidence_and_scale(runs, radius=2.0, frames=200, seeds=1, default=1.0)["evidence"] == 1.4
 
 
+def test_another_filter_must_win_beyond_chance():
+    """A filter other than the default is chosen only when the frames it wins outnumber those it loses beyond a
+    coin's chance (one-sided sign test, p < 0.05): 3 wins and no loss is p = 0.125 (the corridor half where the
+    particles led by 3 of 56 frames), 5 and none p = 0.031; frames both get right or wrong do not count; a seed
+    average counts by its share."""
+    from visloc_ros.core.tune import wins_beyond_chance
+
+    default = np.ones(56)
+    default[:3] = 0
+    assert not wins_beyond_chance(np.ones(56), default)
+    default[:5] = 0
+    assert wins_beyond_chance(np.ones(56), default)
+    assert not wins_beyond_chance(np.ones(56), np.ones(56))  # no disagreement
+    other = np.ones(56)
+    other[10:12] = 0  # 5 won, 2 lost: p = 0.23
+    assert not wins_beyond_chance(other, default)
+    half = np.full(56, 0.5)  # two seeds split on every frame: below a default that gets them all
+    assert not wins_beyond_chance(half, np.ones(56)) and wins_beyond_chance(np.ones(56), half)
+
+
 def test_tune_single_verifies_each_frame_and_place_once(xy_map, monkeypatch):
     """The grid replays every frame under many settings; a frame's verification score against a place is computed
     once (a memo on the frame), and the fit is the same as without the memo."""
