@@ -59,3 +59,17 @@ def run_visloc(*args: str, cwd: Path | None = None, timeout: float = 300) -> sub
     exe = Path(sys.executable).with_name("visloc")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
     return subprocess.run(cmd + ["-q", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def map_with_local_features(map_dir: Path, out: Path, place: int, local) -> Path:
+    """A copy of the map at ``out`` whose place ``place`` has the local CNN features ``local`` (a frame's own,
+    planted so that the candidate verification must find that place)."""
+    import shutil
+
+    import numpy as np
+
+    shutil.copytree(map_dir, out)
+    lf = np.load(out / "local.npy")
+    lf[place] = np.asarray(local).astype(np.float16)
+    np.save(out / "local.npy", lf)
+    return out

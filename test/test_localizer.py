@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import map_with_local_features
 
 from visloc_ros.core.build import DEFAULT_LOCAL_WEIGHT, DEFAULT_REGIONAL_WEIGHT, add_places, build_map, choose_setting
 from visloc_ros.core.config import LocalizerConfig
@@ -288,11 +289,7 @@ def test_verification_reranks_the_best_places_by_local_features(xy_map, synth_xy
     assert "verify" not in f0.timings_ms
     np.testing.assert_array_equal(np.diff(f0.candidate_scores[:20]) <= 0, True)  # similarity order
     planted = f0.candidate_ids[7]  # a place the similarity ranks 8th gets the frame's own local features
-    copy = tmp_path / "map"
-    shutil.copytree(xy_map, copy)
-    lf = np.load(copy / "local.npy")
-    lf[planted] = e.local.astype(np.float16)
-    np.save(copy / "local.npy", lf)
+    copy = map_with_local_features(xy_map, tmp_path / "map", planted, e.local)
     strong = Localizer(copy, LocalizerConfig(map_path=str(copy), local_weight=8.0))
     f = strong.localize_embedding(replace(e, timings_ms={}))
     assert "verify" in f.timings_ms and int(f.candidate_ids[0]) == int(planted)

@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import numpy as np
+from conftest import map_with_local_features
 
 from visloc_ros.core.localizer import Embedding, Localizer
 from visloc_ros.core.map_db import load_map
@@ -320,8 +321,6 @@ def test_evidence_hands_the_best_similarities_out_in_the_verified_order(xy_map, 
     """The filters' evidence keeps every similarity value of the frame but gives the ``verify_top`` highest to
     those places in the order the candidate verification ranks them: a place ranked 3rd whose local features are
     the frame's own (planted in a copy of the map) gets the highest value and becomes the first frame's estimate."""
-    import shutil
-
     from visloc_ros.core.config import LocalizerConfig
     from visloc_ros.core.temporal import PlaceFilter
 
@@ -332,11 +331,7 @@ def test_evidence_hands_the_best_similarities_out_in_the_verified_order(xy_map, 
     s = loc0.similarities(e)
     order = np.argsort(-s)
     planted = int(order[2])
-    copy = tmp_path / "map"
-    shutil.copytree(xy_map, copy)
-    lf = np.load(copy / "local.npy")
-    lf[planted] = e.local.astype(np.float16)
-    np.save(copy / "local.npy", lf)
+    copy = map_with_local_features(xy_map, tmp_path / "map", planted, e.local)
     loc = Localizer(copy, LocalizerConfig(map_path=str(copy), local_weight=8.0))
     p = FilterParams(hub_prior=False)
     filt = PlaceFilter(loc, p)
