@@ -263,7 +263,8 @@ class Localizer:
         ``fused``: the frame's fused
         similarity to every place when the caller has it already (``visloc tune`` computes a whole run's at
         once); maps up to ``DENSE_MAX`` places. ``verify=False``: no verification (the sequence filters, which
-        replace the fix's position with their own and read the unverified similarities).
+        replace the fix's position with their own and verify only their own few best places, through
+        :meth:`verify`).
         """
         c = self.config
         t = e.timings_ms
