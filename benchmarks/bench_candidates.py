@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Single images: how far the fix is from what its candidates allow.
+
+For each query of a labelled set, the map's own localizer (its weights, verification and pose model, as
+`visloc localize` runs it) ranks the places; each figure is the share of queries, per condition (day, night,
+...) and over all, whose answer lies within --radius of the truth:
+
+- first: the best place by similarity, before the candidate verification;
+- verified: the best place after it;
+- fix: the published position (the pose consensus over the verified candidates);
+- among N: some place among the N best by similarity is within the radius, for N = 5, 10 and the pose's
+  candidates: what a perfect re-ranker of those N could reach.
+
+A wide gap between `among 5` and `verified` says the ranking finds the place but cannot tell it from its
+neighbours in the ranking; a low `among N` says the descriptor itself does not find it.
+
+    python benchmarks/bench_candidates.py --map maps/campus --images-csv ../shared/data/bgu_campus/queries.csv \\
+        --radius 25 [--json OUT.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from visloc_ros.core.dataset import read_csv
+from visloc_ros.core.localizer import Localizer
+
+AMONG = (5, 10)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--map", required=True)
+    ap.add_argument("--images-csv", required=True)
+    ap.add_argument("--radius", type=float, required=True)
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+
+    loc = Localizer(a.map)
+    q = read_csv(a.images_csv, loc.datum)
+    xy = loc.map.places.xyz[:, :2]
+    k = loc.config.top_k
+    among = sorted({n for n in AMONG if n < k} | {k})
+    rows = []
+    for i in tqdm(range(len(q)), desc="ranking candidates"):
+        e = loc.embed(q.path(i))
+        ranked = loc.localize_embedding(e, verify=False).candidate_ids[:k]
+        fix = loc.localize_embedding(e)
+        near = np.linalg.norm(xy[ranked] - q.xyz[i, :2], axis=1) <= a.radius
+        rows.append({"first": bool(near[0]),
+                     "verified": bool(np.linalg.norm(xy[fix.candidate_ids[0]] - q.xyz[i, :2]) <= a.radius),
+                     "fix": bool(np.linalg.norm(fix.xyz[:2] - q.xyz[i, :2]) <= a.radius),
+                     **{f"among_{n}": bool(near[:n].any()) for n in among}})
+    conds = np.array([c or "unlabelled" for c in q.condition or [""] * len(q)])
+    groups = {"all": np.ones(len(q), bool)}
+    if len(set(conds)) > 1:
+        groups.update({c: conds == c for c in sorted(set(conds))})
+    keys = list(rows[0])
+    report = {"radius": a.radius, "candidates": k, "verifies": loc.local_weight > 0,
+              "by_condition": {g: {"queries": int(m.sum()),
+                                   **{key: round(float(np.mean([r[key] for r, s in zip(rows, m) if s])), 4)
+                                      for key in keys}}
+                               for g, m in groups.items()}}
+    print(f"within {a.radius:g} of the truth ({k} candidates; verification {'on' if report['verifies'] else 'off'}):")
+    print(f"  {'':8s} {'queries':>8s} " + " ".join(f"{key:>10s}" for key in keys))
+    for g, r in report["by_condition"].items():
+        print(f"  {g:8s} {r['queries']:8d} " + " ".join(f"{100 * r[key]:9.1f}%" for key in keys))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
