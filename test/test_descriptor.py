@@ -69,3 +69,33 @@ def test_same_place_is_closer_than_another_place(cnn):
         q = cnn(view(draw_scene(10 + k), rng, night=False))
         assert int(np.argmax(scenes @ q)) == k
     assert np.allclose(cnn(draw_scene(10)), scenes[0], atol=1e-5)  # batch == single
+
+
+def test_a_users_place_network_gives_its_whole_output_as_the_global_descriptor(tmp_path):
+    pytest.importorskip("torch")
+    from conftest import export_place_network
+
+    from visloc_ros.core.descriptor import LAYOUT_GLOBAL
+
+    own = CnnDescriptor(export_place_network(tmp_path / "own.onnx"), backend="onnxruntime", layout=LAYOUT_GLOBAL)
+    g, r, lf = own.describe(draw_scene(3, 320, 240))
+    assert g.shape == (112,) and abs(np.linalg.norm(g) - 1) < 1e-5  # normalised here, though the graph does not
+    assert r is None and lf is None
+    batch = own.batch(np.stack([draw_scene(3, 320, 240), draw_scene(4, 320, 240)]))
+    np.testing.assert_allclose(batch[0], g, atol=1e-6)
+    assert batch[1] @ g < 0.9999  # another scene, another descriptor
+
+
+def test_a_network_that_does_not_take_images_is_refused_in_one_line(tmp_path, xy_map):
+    from visloc_ros.core.descriptor import LAYOUT_GLOBAL
+    from visloc_ros.core.errors import BackendError
+
+    with pytest.raises(BackendError, match=r"takes float \('\?', 1280\); a map's CNN takes one uint8 input"):
+        CnnDescriptor(xy_map / "encoder.onnx", layout=LAYOUT_GLOBAL)  # a map's encoder: float (N, 1280) in
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(BackendError, match="is not an ONNX model"):
+        CnnDescriptor(tmp_path / "junk.onnx", layout=LAYOUT_GLOBAL)
+    with pytest.raises(BackendError, match="does not exist"):
+        CnnDescriptor(tmp_path / "none.onnx", layout=LAYOUT_GLOBAL)
+    with pytest.raises(BackendError, match="unknown CNN layout"):
+        CnnDescriptor(layout="patches")

@@ -50,6 +50,10 @@ def add_parser(sub) -> None:
     p.add_argument("--train-device", default="auto", metavar="DEV",
                    help="where the encoder trains: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda "
                         "or cuda:N (default auto)")
+    p.add_argument("--cnn", metavar="MODEL.onnx",
+                   help="a place-recognition network of your own instead of the packaged ImageNet CNN: ONNX, one uint8 "
+                        "input (N, H, W, 3) RGB normalised inside the graph, one (N, D) descriptor out; copied into "
+                        "the map (which then has no regional descriptors or local features)")
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -80,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
                   training=EncoderTraining(latent_dim=args.latent_dim, steps=args.encoder_steps,
                                            degraded_per_image=max(args.metric_learning, 0),
                                            metric_weight=1.0 if args.metric_learning > 0 else 0.0,
-                                           device=args.train_device))
+                                           device=args.train_device),
+                  global_cnn=args.cnn)
     meta = m.meta
     seq = meta["sequence"]["without_odometry"]
     print(f"map {m.path}: {len(m)} places ({meta['skipped_images']} images skipped), "
           f"SOM {meta['som']['rows']}x{meta['som']['cols']}, latent {meta['encoder']['latent_dim']}, "
-          f"{'georeferenced' if meta['georeferenced'] else 'local frame'}, "
+          f"{'georeferenced' if meta['georeferenced'] else 'local frame'}, CNN {meta['cnn']['file']} "
+          f"({meta['cnn']['dim']}-d), "
           f"covariance scale {meta['pose_model']['alpha']:.2f} (sequence without odometry: places "
           f"{seq.get('cov_scale_places', 1.0):.2f}, particles {seq['cov_scale']:.2f}), encoder trained on "
           f"{meta['encoder']['device']} "

@@ -9,6 +9,7 @@ like night) -> atomic write of the map folder.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +22,9 @@ from .appearance import PATCH, THUMB_LONG, THUMB_SHORT, fuse, thumbnail
 from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
-from .descriptor import (CNN_FILE, LOCAL_CHANNELS, LOCAL_POOL, REGIONAL_BLOCK, REGIONAL_DIM, REGIONAL_GRID,
-                         CnnDescriptor, centred, default_cnn_path, regional_mean, sha256_file)
+from .descriptor import (CNN_FILE, LAYOUT_GLOBAL, LAYOUT_VISLOC, LOCAL_CHANNELS, LOCAL_POOL, MAP_CNN_FILE, REGIONAL_BLOCK,
+                         REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred, default_cnn_path, map_cnn, regional_mean,
+                         sha256_file)
 from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
@@ -260,8 +262,11 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
 
 def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = None, *, session: str = "map",
               overwrite: bool = False, progress: Progress | None = None, cnn_model: str | Path | None = None,
-              training: EncoderTraining = EncoderTraining(), seed: int = 0) -> MapData:
-    """Build and write a map folder from ``ds``; returns the loaded map."""
+              training: EncoderTraining = EncoderTraining(), seed: int = 0,
+              global_cnn: str | Path | None = None) -> MapData:
+    """Build and write a map folder from ``ds``; returns the loaded map. ``global_cnn``: a place-recognition
+    network of the user's own (ONNX, layout ``global``: uint8 images in, one descriptor out) instead of this
+    package's CNN; it is copied into the map, which then has no regional descriptors or local features."""
     config = config or LocalizerConfig()
     out = Path(out)
     if out.exists() and not overwrite:
@@ -271,9 +276,10 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
     if ds.georeferenced:
         datum = datum_for(ds.latlonalt[:, 0], ds.latlonalt[:, 1], ds.latlonalt[:, 2])
         ds = ds.to_local(datum)
-    cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
+    layout = LAYOUT_GLOBAL if global_cnn else LAYOUT_VISLOC
+    cnn_path = Path(global_cnn or cnn_model or default_cnn_path())
     size = (config.image_long_side, config.image_short_side)
-    cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
+    cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size, layout=layout)
     d = describe_images(ds, cnn, size, progress, config.low_light,
                         training.degraded_per_image if training.metric_weight > 0 else 0, seed=seed)
     desc, kept, skipped, degraded = d.desc, d.kept, d.skipped, d.degraded
@@ -306,8 +312,8 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "datum": None if datum is None else {"lat": datum.lat, "lon": datum.lon, "alt": datum.alt},
             "has_orientation": places.quat is not None,
             "sessions": [session],
-            "cnn": {"file": CNN_FILE, "sha256": sha256_file(cnn_path), "dim": int(desc.shape[1]),
-                    "image_long_side": size[0], "image_short_side": size[1]},
+            "cnn": {"file": MAP_CNN_FILE if global_cnn else CNN_FILE, "layout": layout, "sha256": sha256_file(cnn_path),
+                    "dim": int(desc.shape[1]), "image_long_side": size[0], "image_short_side": size[1]},
             "encoder": dict(enc_meta, sha256=sha256_file(enc_path)),
             "som": {"rows": shape[0], "cols": shape[1]},
             "appearance": {"file": APPEARANCE, "thumbnail": [THUMB_LONG, THUMB_SHORT], "patch": PATCH},
@@ -324,10 +330,10 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "image_root": str(ds.root.resolve()),
         }
         write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite, appearance=d.thumbs,
-                  regional=d.regional, local=d.local)
+                  regional=d.regional, local=d.local, cnn_file=cnn_path if global_cnn else None)
         encoder.close()
     cnn.close()
-    self_calibrate(out, config, progress, cnn_model)
+    self_calibrate(out, config, progress, None if global_cnn else cnn_model)
     return load_map(out)
 
 
@@ -363,11 +369,11 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
         ds = ds.to_local(m.datum)
     elif ds.georeferenced:
         raise DatasetError("the map is not georeferenced but the new places have lat/lon; give x,y instead")
-    cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
+    cnn_path, layout = map_cnn(m.path, m.meta, cnn_model)
     if sha256_file(cnn_path) != m.meta["cnn"]["sha256"]:
         raise MapError(f"map {m.path} was built with a different CNN model than {cnn_path}")
     size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
-    cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size)
+    cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size, layout=layout)
     encoder = Encoder(m.encoder_path, config.backend, config.threads, int(m.meta["cnn"]["dim"]))
     d = describe_images(ds, cnn, size, progress, config.low_light)
     desc, kept, skipped = d.desc, d.kept, d.skipped
@@ -383,6 +389,10 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     with tempfile.TemporaryDirectory(prefix="visloc-add-") as tmp:
         enc_copy = Path(tmp) / "encoder.onnx"
         enc_copy.write_bytes(m.encoder_path.read_bytes())
+        cnn_copy = None
+        if layout == LAYOUT_GLOBAL:  # the map's own network goes with it into the rewritten folder
+            cnn_copy = Path(tmp) / MAP_CNN_FILE
+            shutil.copyfile(cnn_path, cnn_copy)
         encoder.close()
         cnn.close()
         # thumbnails and regional descriptors only when the map has them for its old places too (older maps
@@ -397,7 +407,8 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
                                f"{m.local.shape[1]}: build the map again with all the images")
             lf = np.concatenate([np.asarray(m.local), d.local])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
-                  latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg, local=lf)
+                  latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg, local=lf,
+                  cnn_file=cnn_copy)
     fitted = (meta.get("sequence") or {}).get("without_odometry") or {}
     if str(fitted.get("method", "self")).startswith("self"):  # a fit on a labelled run stays until re-tuned
         self_calibrate(m.path, config, progress, cnn_model)

@@ -16,6 +16,11 @@ The exported graph takes ``image``: uint8 RGB, NHWC, any height/width, and retur
   the map's mean first). What the candidate verification (:mod:`.verification`) matches between a frame and its
   best places, wherever in the frame each thing appears.
 
+A map may instead be built with a place-recognition network of the user's own (``visloc build-map --cnn
+MODEL.onnx``, layout ``global``): the same input (uint8 RGB, NHWC, any size, its normalisation inside the graph)
+and one output, (N, D), all of it the global descriptor. It is copied into the map (``cnn.onnx``); such a map has
+no regional descriptors or local features, so it ranks by the encoder's latent alone and does not verify.
+
 One output (not two) keeps every backend's one-in, one-out interface. Normalisation ((x - 127) / 128, as the
 Lite models were trained), the pooling and the L2 normalisation all live inside the graph, so every backend
 computes the same thing. Grid cells split the feature map's rows and columns into 4 disjoint bands each
@@ -39,6 +44,9 @@ REGIONAL_BLOCK, REGIONAL_CHANNELS, REGIONAL_GRID = 10, 112, 4
 REGIONAL_DIM = REGIONAL_CHANNELS * REGIONAL_GRID * REGIONAL_GRID
 LOCAL_CHANNELS, LOCAL_POOL = REGIONAL_CHANNELS, 2  # local features: block REGIONAL_BLOCK's output, 2x2 average pool
 GEM_P = 3.0
+LAYOUT_VISLOC = "visloc"  # this module's export: global + regional + local side by side
+LAYOUT_GLOBAL = "global"  # a user's network: its whole output is the global descriptor
+MAP_CNN_FILE = "cnn.onnx"  # where a map keeps a user's network
 
 
 def centred(regional: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -78,6 +86,16 @@ def models_dirs() -> list[Path]:
     return dirs
 
 
+def map_cnn(map_dir: str | Path, meta: dict, cnn_model: str | Path | None = None) -> tuple[Path, str]:
+    """The CNN a map was built with and its layout: ``cnn_model`` when given, the map's own copy of a user's
+    network, or this package's exported one."""
+    cnn = meta.get("cnn") or {}
+    layout = cnn.get("layout", LAYOUT_VISLOC)
+    if cnn_model:
+        return Path(cnn_model), layout
+    return (Path(map_dir) / cnn.get("file", MAP_CNN_FILE) if layout == LAYOUT_GLOBAL else default_cnn_path()), layout
+
+
 def default_cnn_path() -> Path:
     for d in models_dirs():
         if (d / CNN_FILE).is_file():
@@ -94,17 +112,53 @@ class CnnOutput(NamedTuple):
     local: np.ndarray | None       # (N, P, LOCAL_CHANNELS) local features; None from a model exported without
 
 
+def check_global_model(path: str | Path) -> None:
+    """A user's place-recognition network must take one uint8 image batch (N, H, W, 3) and return one (N, D)
+    descriptor; anything else is refused here with one line, before any image is described."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise BackendError(f"CNN model {p} does not exist")
+    try:
+        graph = onnx.load(str(p), load_external_data=False).graph
+    except Exception as e:  # onnx raises DecodeError and others for a file that is not a model
+        raise BackendError(f"{p} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    init = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init]
+
+    def shape(v):
+        return [d.dim_value if d.HasField("dim_value") else "?" for d in v.type.tensor_type.shape.dim]
+
+    want = "one uint8 input (N, H, W, 3): RGB images, normalised inside the graph"
+    if len(inputs) != 1:
+        raise BackendError(f"CNN model {p} has {len(inputs)} inputs; a map's CNN takes {want}")
+    i = inputs[0]
+    if i.type.tensor_type.elem_type != onnx.TensorProto.UINT8 or len(shape(i)) != 4 or shape(i)[3] not in (3, "?"):
+        raise BackendError(f"CNN model {p} takes {onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower()} "
+                           f"{tuple(shape(i))}; a map's CNN takes {want}")
+    if len(graph.output) != 1 or len(shape(graph.output[0])) != 2:
+        raise BackendError(f"CNN model {p} returns {len(graph.output)} output(s) of shape "
+                           f"{tuple(shape(graph.output[0])) if graph.output else ()}; a map's CNN returns one (N, D) "
+                           f"descriptor")
+
+
 class CnnDescriptor:
     """Image (HxWx3 uint8 RGB, already resized) -> L2-normalised global descriptor (``__call__``, ``batch``), or
-    global and regional descriptors and local features (``describe``, ``describe_batch``)."""
+    global and regional descriptors and local features (``describe``, ``describe_batch``). ``layout``: this
+    module's export (``visloc``) or a user's network whose whole output is the global descriptor (``global``)."""
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int = 2,
-                 size: tuple[int, int] = (320, 240), _backend: Backend | None = None):
+                 size: tuple[int, int] = (320, 240), _backend: Backend | None = None, layout: str = LAYOUT_VISLOC):
         from .trt_backend import cnn_profile
 
+        if layout not in (LAYOUT_VISLOC, LAYOUT_GLOBAL):
+            raise BackendError(f"unknown CNN layout '{layout}' (choose from {LAYOUT_VISLOC}, {LAYOUT_GLOBAL})")
         self.model_path = Path(model) if model else default_cnn_path()
+        if layout == LAYOUT_GLOBAL:
+            check_global_model(self.model_path)
+        self.layout = layout
         self.backend = _backend or create_backend(self.model_path, backend, threads, cnn_profile(*size))
-        self.dim = CNN_DIM
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         return self.batch(rgb[None])[0]
@@ -120,8 +174,17 @@ class CnnDescriptor:
     def describe_batch(self, rgb: np.ndarray) -> CnnOutput:
         """(N, H, W, 3) uint8 -> float32 global descriptors, regional descriptors and local features (the last two
         None from a model exported before them)."""
-        out = self.backend.run(np.ascontiguousarray(rgb, dtype=np.uint8))
+        try:
+            out = self.backend.run(np.ascontiguousarray(rgb, dtype=np.uint8))
+        except BackendError:
+            raise
+        except Exception as e:  # ONNX Runtime's own error types (a fixed input size, a bad node...)
+            raise BackendError(f"CNN model {self.model_path} failed on a {rgb.shape[1]}x{rgb.shape[2]} image: "
+                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         n = out.shape[1]
+        if self.layout == LAYOUT_GLOBAL:
+            g = np.asarray(out, np.float32)
+            return CnnOutput(g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12), None, None)
         if n == CNN_DIM:  # exported before the regional part
             return CnnOutput(out, None, None)
         if n == CNN_DIM + REGIONAL_DIM:  # ... before the local features

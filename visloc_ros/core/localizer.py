@@ -21,7 +21,7 @@ import numpy as np
 from .appearance import fuse, thumbnail
 from .backends import one_blas_thread
 from .config import LocalizerConfig
-from .descriptor import CnnDescriptor, centred, default_cnn_path, regional_mean, sha256_file
+from .descriptor import CnnDescriptor, centred, map_cnn, regional_mean, sha256_file
 from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
@@ -94,7 +94,7 @@ class Localizer:
         self.config = config or LocalizerConfig(map_path=str(map_path))
         self.map = map_path if isinstance(map_path, MapData) else load_map(map_path)
         meta = self.map.meta
-        cnn_path = Path(cnn_model) if cnn_model else default_cnn_path()
+        cnn_path, layout = map_cnn(self.map.path, meta, cnn_model)
         want = meta.get("cnn", {}).get("sha256")
         if want and sha256_file(cnn_path) != want:
             raise MapError(f"map {self.map.path} was built with a different CNN model than {cnn_path} "
@@ -103,7 +103,7 @@ class Localizer:
         cnn_meta = meta.get("cnn", {})
         self._size = (int(cnn_meta.get("image_long_side", c.image_long_side)),
                       int(cnn_meta.get("image_short_side", c.image_short_side)))
-        self.cnn = CnnDescriptor(cnn_path, c.backend, c.threads, self._size)
+        self.cnn = CnnDescriptor(cnn_path, c.backend, c.threads, self._size, layout=layout)
         self.encoder = Encoder(self.map.encoder_path, c.backend, c.threads, int(cnn_meta.get("dim", self.map.descriptors.shape[1])))
         self.index = SomIndex(self.map.codebook, np.asarray(self.map.latents), self.map.places.cells)
         pm = meta.get("pose_model", {})

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from .appearance import DIM as APPEARANCE_DIM
-from .descriptor import LOCAL_CHANNELS, REGIONAL_DIM
+from .descriptor import LAYOUT_GLOBAL, LOCAL_CHANNELS, MAP_CNN_FILE, REGIONAL_DIM
 from .errors import MapError
 from .geo import Datum
 
@@ -169,8 +169,9 @@ def _write_yaml(path: Path, meta: dict) -> None:
 def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
               codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False,
               appearance: np.ndarray | None = None, regional: np.ndarray | None = None,
-              local: np.ndarray | None = None) -> Path:
-    """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in."""
+              local: np.ndarray | None = None, cnn_file: str | Path | None = None) -> Path:
+    """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in, and
+    ``cnn_file`` (a user's place-recognition network, ``meta['cnn']['file']``) when given."""
     out = Path(out).absolute()
     n = len(places)
     if not (len(descriptors) == len(latents) == n == len(places.cells)):
@@ -200,6 +201,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         if local is not None:
             np.save(tmp / LOCAL, np.ascontiguousarray(local, dtype=np.float16))
         shutil.copyfile(encoder_file, tmp / "encoder.onnx")
+        if cnn_file is not None:
+            shutil.copyfile(cnn_file, tmp / meta["cnn"]["file"])
         _write_places(tmp / PLACES_DB, places)
         meta = dict(meta)
         meta.update({"format_version": FORMAT_VERSION, "n_places": n,
@@ -260,6 +263,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         required.append(REGIONAL)
     if meta.get("local"):
         required.append(LOCAL)
+    if (meta.get("cnn") or {}).get("layout") == LAYOUT_GLOBAL:  # a user's network, kept in the map
+        required.append(meta["cnn"].get("file", MAP_CNN_FILE))
     missing = [f for f in required if not (p / f).is_file()]
     if missing:
         raise MapError(f"map {p} is incomplete: missing {', '.join(missing)}; rebuild it with `visloc build-map`")
