@@ -87,15 +87,15 @@ def test_a_users_place_network_gives_its_whole_output_as_the_global_descriptor(t
 
 
 def test_a_network_that_does_not_take_images_is_refused_in_one_line(tmp_path, xy_map):
-    from visloc_ros.core.descriptor import LAYOUT_GLOBAL
+    from visloc_ros.core.descriptor import check_global_model
     from visloc_ros.core.errors import BackendError
 
     with pytest.raises(BackendError, match=r"takes float \('\?', 1280\); a map's CNN takes one uint8 input"):
-        CnnDescriptor(xy_map / "encoder.onnx", layout=LAYOUT_GLOBAL)  # a map's encoder: float (N, 1280) in
+        check_global_model(xy_map / "encoder.onnx")  # a map's encoder: float (N, 1280) in
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(BackendError, match="is not an ONNX model"):
-        CnnDescriptor(tmp_path / "junk.onnx", layout=LAYOUT_GLOBAL)
+        check_global_model(tmp_path / "junk.onnx")
     with pytest.raises(BackendError, match="does not exist"):
-        CnnDescriptor(tmp_path / "none.onnx", layout=LAYOUT_GLOBAL)
+        check_global_model(tmp_path / "none.onnx")
     with pytest.raises(BackendError, match="unknown CNN layout"):
         CnnDescriptor(layout="patches")

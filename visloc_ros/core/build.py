@@ -9,7 +9,6 @@ like night) -> atomic write of the map folder.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -23,8 +22,8 @@ from .augment import degrade
 from .config import LocalizerConfig
 from .dataset import Dataset
 from .descriptor import (CNN_FILE, LAYOUT_GLOBAL, LAYOUT_VISLOC, LOCAL_CHANNELS, LOCAL_POOL, MAP_CNN_FILE, REGIONAL_BLOCK,
-                         REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred, default_cnn_path, map_cnn, regional_mean,
-                         sha256_file)
+                         REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred, check_global_model, default_cnn_path,
+                         map_cnn, regional_mean, sha256_file)
 from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
@@ -277,6 +276,8 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
         datum = datum_for(ds.latlonalt[:, 0], ds.latlonalt[:, 1], ds.latlonalt[:, 2])
         ds = ds.to_local(datum)
     layout = LAYOUT_GLOBAL if global_cnn else LAYOUT_VISLOC
+    if global_cnn:
+        check_global_model(global_cnn)
     cnn_path = Path(global_cnn or cnn_model or default_cnn_path())
     size = (config.image_long_side, config.image_short_side)
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size, layout=layout)
@@ -370,8 +371,6 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     elif ds.georeferenced:
         raise DatasetError("the map is not georeferenced but the new places have lat/lon; give x,y instead")
     cnn_path, layout = map_cnn(m.path, m.meta, cnn_model)
-    if sha256_file(cnn_path) != m.meta["cnn"]["sha256"]:
-        raise MapError(f"map {m.path} was built with a different CNN model than {cnn_path}")
     size = (int(m.meta["cnn"]["image_long_side"]), int(m.meta["cnn"]["image_short_side"]))
     cnn = CnnDescriptor(cnn_path, config.backend, config.threads, size, layout=layout)
     encoder = Encoder(m.encoder_path, config.backend, config.threads, int(m.meta["cnn"]["dim"]))
@@ -389,10 +388,6 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     with tempfile.TemporaryDirectory(prefix="visloc-add-") as tmp:
         enc_copy = Path(tmp) / "encoder.onnx"
         enc_copy.write_bytes(m.encoder_path.read_bytes())
-        cnn_copy = None
-        if layout == LAYOUT_GLOBAL:  # the map's own network goes with it into the rewritten folder
-            cnn_copy = Path(tmp) / MAP_CNN_FILE
-            shutil.copyfile(cnn_path, cnn_copy)
         encoder.close()
         cnn.close()
         # thumbnails and regional descriptors only when the map has them for its old places too (older maps
@@ -408,7 +403,7 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
             lf = np.concatenate([np.asarray(m.local), d.local])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
                   latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg, local=lf,
-                  cnn_file=cnn_copy)
+                  cnn_file=cnn_path if layout == LAYOUT_GLOBAL else None)  # copied in before the folder is replaced
     fitted = (meta.get("sequence") or {}).get("without_odometry") or {}
     if str(fitted.get("method", "self")).startswith("self"):  # a fit on a labelled run stays until re-tuned
         self_calibrate(m.path, config, progress, cnn_model)

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backends import Backend, create_backend
-from .errors import BackendError
+from .errors import BackendError, MapError
 
 CNN_FILE = "efficientnet_lite0_gem.onnx"
 CNN_DIM = 1280
@@ -88,12 +88,18 @@ def models_dirs() -> list[Path]:
 
 def map_cnn(map_dir: str | Path, meta: dict, cnn_model: str | Path | None = None) -> tuple[Path, str]:
     """The CNN a map was built with and its layout: ``cnn_model`` when given, the map's own copy of a user's
-    network, or this package's exported one."""
+    network, or this package's exported one; a model whose hash is not the one the map recorded is refused."""
     cnn = meta.get("cnn") or {}
     layout = cnn.get("layout", LAYOUT_VISLOC)
     if cnn_model:
-        return Path(cnn_model), layout
-    return (Path(map_dir) / cnn.get("file", MAP_CNN_FILE) if layout == LAYOUT_GLOBAL else default_cnn_path()), layout
+        path = Path(cnn_model)
+    else:
+        path = Path(map_dir) / cnn.get("file", MAP_CNN_FILE) if layout == LAYOUT_GLOBAL else default_cnn_path()
+    want = cnn.get("sha256")
+    if want and sha256_file(path) != want:
+        raise MapError(f"map {map_dir} was built with a different CNN model than {path} "
+                       f"(sha256 {want[:12]}...); rebuild the map or use the model it was built with")
+    return path, layout
 
 
 def default_cnn_path() -> Path:
@@ -114,7 +120,8 @@ class CnnOutput(NamedTuple):
 
 def check_global_model(path: str | Path) -> None:
     """A user's place-recognition network must take one uint8 image batch (N, H, W, 3) and return one (N, D)
-    descriptor; anything else is refused here with one line, before any image is described."""
+    descriptor; anything else is refused here with one line (the build checks it before describing any image;
+    a map's copy is then known by its hash)."""
     import onnx
 
     p = Path(path)
@@ -155,8 +162,6 @@ class CnnDescriptor:
         if layout not in (LAYOUT_VISLOC, LAYOUT_GLOBAL):
             raise BackendError(f"unknown CNN layout '{layout}' (choose from {LAYOUT_VISLOC}, {LAYOUT_GLOBAL})")
         self.model_path = Path(model) if model else default_cnn_path()
-        if layout == LAYOUT_GLOBAL:
-            check_global_model(self.model_path)
         self.layout = layout
         self.backend = _backend or create_backend(self.model_path, backend, threads, cnn_profile(*size))
 

@@ -21,7 +21,7 @@ import numpy as np
 from .appearance import fuse, thumbnail
 from .backends import one_blas_thread
 from .config import LocalizerConfig
-from .descriptor import CnnDescriptor, centred, map_cnn, regional_mean, sha256_file
+from .descriptor import CnnDescriptor, centred, map_cnn, regional_mean
 from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
@@ -95,10 +95,6 @@ class Localizer:
         self.map = map_path if isinstance(map_path, MapData) else load_map(map_path)
         meta = self.map.meta
         cnn_path, layout = map_cnn(self.map.path, meta, cnn_model)
-        want = meta.get("cnn", {}).get("sha256")
-        if want and sha256_file(cnn_path) != want:
-            raise MapError(f"map {self.map.path} was built with a different CNN model than {cnn_path} "
-                           f"(sha256 {want[:12]}...); rebuild the map or use the model it was built with")
         c = self.config
         cnn_meta = meta.get("cnn", {})
         self._size = (int(cnn_meta.get("image_long_side", c.image_long_side)),
