@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for i in tqdm(range(len(q)), desc="ranking candidates"):
         e = loc.embed(q.path(i))
-        ranked = loc.localize_embedding(e, verify=False).candidate_ids[:k]
         fix = loc.localize_embedding(e)
+        # the verification reorders the k best and keeps each one's similarity: their order by similarity is the
+        # ranking before it
+        ranked = fix.candidate_ids[:k][np.argsort(-fix.candidate_scores[:k], kind="stable")]
         near = np.linalg.norm(xy[ranked] - q.xyz[i, :2], axis=1) <= a.radius
         rows.append({"first": bool(near[0]),
                      "verified": bool(np.linalg.norm(xy[fix.candidate_ids[0]] - q.xyz[i, :2]) <= a.radius),
