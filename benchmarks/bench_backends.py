@@ -19,7 +19,8 @@ import numpy as np
 from visloc_ros.core.backends import OnnxRuntimeBackend, ort_gpu_providers
 from visloc_ros.core.descriptor import CnnDescriptor, default_cnn_path
 from visloc_ros.core.synthetic import draw_scene
-from visloc_ros.core.trt_backend import TensorRTBackend, cnn_profile, encoder_profile, tensorrt_missing
+from visloc_ros.core.model_files import cnn_profile, encoder_profile
+from visloc_ros.core.trt_backend import TensorRTBackend, tensorrt_missing
 
 
 def timeit(fn, x, n):

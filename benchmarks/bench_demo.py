@@ -33,7 +33,8 @@ def main() -> None:
     from visloc_ros.core.config import LocalizerConfig
     from visloc_ros.core.localizer import Localizer
     from visloc_ros.core.pose import yaw_from_quat
-    from visloc_ros.core.temporal import FilterParams, make_filter
+    from visloc_ros.core.filter_params import FilterParams
+    from visloc_ros.core.temporal import make_filter
     from visloc_ros.tools.bag import GT_TOPIC, IMAGE_TOPIC, ODOM_TOPIC, image_stream, nearest, pose_track
     from visloc_ros.tools.replay import score
 

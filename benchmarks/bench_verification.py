@@ -11,7 +11,7 @@ the truth, next to what it costs per frame:
   cv2.USAC_MAGSAC; score = inliers + w * (z-scored CNN similarity among the K), for several w;
 - thumbnails: the CNN similarity fused with the appearance thumbnails' (core/appearance.py) among the K.
 
-The map's images are read from its image_root (map.yaml). This is the measurement behind the README's
+The map's images are read from its image_root (map.yaml). This is the measurement behind docs/accuracy.md's
 "candidate verification" rows; the step that ships is the thumbnails, fused over every place.
 
     python benchmarks/bench_verification.py --map maps/campus --images-csv ../shared/data/bgu_campus/queries.csv \\

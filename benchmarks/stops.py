@@ -9,7 +9,7 @@ the images (consecutive images, grey and resized to 64x32, whose mean absolute d
 grey levels, neither darker than ``--dark``: a tunnel looks the same all along while the train moves), then
 reports for the predictions:
 
-- ``within_radius``: the plain figure (what ``visloc eval`` reports, the one the README's tables give);
+- ``within_radius``: the plain figure (what ``visloc eval`` reports, the one the accuracy tables give);
 - ``within_radius_of_stop``: a frame taken while both runs stood still, its truth in a stop of the map's run,
   is right when the fix is within R of any place of that stop (the same physical spot); other frames as before;
 - how many frames were taken in stops, and how many of the plain misses are among them;

@@ -3,7 +3,8 @@ import onnx
 import pytest
 
 from visloc_ros.core.descriptor import (CNN_DIM, CNN_FILE, LOCAL_CHANNELS, LOCAL_POOL, REGIONAL_BLOCK, REGIONAL_DIM,
-                                       REGIONAL_GRID, CnnDescriptor, default_cnn_path, sha256_file)
+                                       REGIONAL_GRID, CnnDescriptor, default_cnn_path)
+from visloc_ros.core.model_files import sha256_file
 from visloc_ros.core.synthetic import draw_scene, view
 
 

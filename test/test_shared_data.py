@@ -20,6 +20,6 @@ def test_corridor_end_to_end_beats_chance(tmp_path):
                    "--out", str(tmp_path / "ev"))
     assert r.returncode == 0, r.stderr
     o = json.loads((tmp_path / "ev" / "metrics.json").read_text())["overall"]
-    # chance is 5/111 = 4.5 %; the README's figure is ~60 %
+    # chance is 5/111 = 4.5 %; the data README's baseline is ~60 %
     assert o["within_2"] > 0.4
     assert 0.5 < o["coverage_95"] <= 1.0

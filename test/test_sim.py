@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from visloc_ros.core.errors import VislocError
-from visloc_ros.sim.sensors import (ImuSpec, OdomSpec, Trajectory, camera_info, drive, simulate_imu,
-                                    simulate_odometry)
+from visloc_ros.sim.sensors import ImuSpec, Trajectory, camera_info, drive, simulate_imu
+from visloc_ros.tools.odometry import OdomSpec, simulate_odometry
 from visloc_ros.sim.worlds import make_world
 
 LINE = np.array([[0.0, 0.0], [60.0, 0.0]])

@@ -6,7 +6,8 @@ from conftest import map_with_local_features
 from visloc_ros.core.localizer import Embedding, Localizer
 from visloc_ros.core.map_db import load_map
 from visloc_ros.core.synthetic import draw_scene, view
-from visloc_ros.core.temporal import FilterParams, SequenceFilter
+from visloc_ros.core.filter_params import FilterParams
+from visloc_ros.core.particle_filter import SequenceFilter
 
 
 def test_tracks_a_sequence_and_recovers_after_kidnapping(xy_map):
@@ -31,7 +32,7 @@ def test_tracks_a_sequence_and_recovers_after_kidnapping(xy_map):
 def test_odometry_driven_filter_recovers_after_kidnapping(xy_map):
     """With odometry the filter tracks through frames it cannot place, and after the robot is carried away (the
     images jump, the wheels say one ordinary step) the new place takes over within a bounded number of frames."""
-    from visloc_ros.core.temporal import OdometryTracker
+    from visloc_ros.core.map_filter import OdometryTracker
 
     loc = Localizer(xy_map)
     places = load_map(xy_map).places
@@ -128,7 +129,7 @@ def test_estimate_reports_the_heavier_mode_with_its_spread(xy_map):
 
 
 def test_fit_summary_says_where_the_covariance_scale_comes_from():
-    from visloc_ros.core.temporal import fit_summary
+    from visloc_ros.core.filter_params import fit_summary
 
     assert fit_summary({}) == ("without odometry: places, covariance scale 1 (default); "
                                "with odometry: particles, covariance scale 1 (default)")
@@ -152,7 +153,8 @@ def _place_views(xy_map, order, rng, night_every=0):
 def test_place_filter_tracks_recovers_and_is_deterministic(xy_map):
     """The histogram filter over places follows a stream, takes a kidnapped robot's new place within 3 frames, and
     (no particles) gives the same estimates on every run; its covariance is positive definite."""
-    from visloc_ros.core.temporal import PlaceFilter, make_filter
+    from visloc_ros.core.place_filter import PlaceFilter
+    from visloc_ros.core.temporal import make_filter
 
     loc = Localizer(xy_map)
     places = load_map(xy_map).places
@@ -178,7 +180,8 @@ def test_place_filter_tracks_recovers_and_is_deterministic(xy_map):
 def test_place_filter_with_odometry_carries_the_belief(xy_map):
     """With odometry the belief moves with the wheels: through night frames, and after a kidnapping (the images
     jump, the wheels report an ordinary step) the new place takes over within a bounded number of frames."""
-    from visloc_ros.core.temporal import OdometryTracker, PlaceFilter
+    from visloc_ros.core.map_filter import OdometryTracker
+    from visloc_ros.core.place_filter import PlaceFilter
 
     loc = Localizer(xy_map)
     places = load_map(xy_map).places
@@ -201,7 +204,8 @@ def test_place_filter_with_odometry_carries_the_belief(xy_map):
 
 
 def test_place_filter_neighbours_and_nearest_place():
-    from visloc_ros.core.temporal import PlaceLookup, _neighbours
+    from visloc_ros.core.map_filter import PlaceLookup
+    from visloc_ros.core.place_filter import _neighbours
 
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 50, (300, 2))
@@ -221,7 +225,8 @@ def test_place_filter_neighbours_and_nearest_place():
 
 
 def test_filter_kind_from_the_map_and_unknown_kind(xy_map):
-    from visloc_ros.core.temporal import PlaceFilter, make_filter
+    from visloc_ros.core.place_filter import PlaceFilter
+    from visloc_ros.core.temporal import make_filter
 
     meta = {"sequence": {"without_odometry": {
         "filter": "places", "evidence": 0.7, "cov_scale": 3.0,
@@ -246,7 +251,8 @@ def test_filter_kind_from_the_map_and_unknown_kind(xy_map):
 def test_untuned_filter_runs_places_without_odometry_and_particles_with_it(xy_map):
     """An untuned map's filter sends frames without odometry to the place filter and frames with odometry to the
     particles; when odometry starts, the particles take over from a fresh start and track within a few frames."""
-    from visloc_ros.core.temporal import FilterByMode, PlaceFilter, make_filter
+    from visloc_ros.core.place_filter import PlaceFilter
+    from visloc_ros.core.temporal import FilterByMode, make_filter
 
     loc = Localizer(xy_map)
     places = load_map(xy_map).places
@@ -278,7 +284,7 @@ def test_place_filter_steady_model_keeps_the_pace_through_blind_frames(xy_map):
     """A stream moving one place per frame, then six frames that say nothing (a dark tunnel): the steady model
     carries the belief on at the stream's pace; the agile model alone (``place_switch`` 0) cannot know where the
     robot went and falls behind."""
-    from visloc_ros.core.temporal import PlaceFilter
+    from visloc_ros.core.place_filter import PlaceFilter
 
     loc = Localizer(xy_map)
     places = load_map(xy_map).places
@@ -298,7 +304,7 @@ def test_place_filter_steady_model_keeps_the_pace_through_blind_frames(xy_map):
 def test_place_filter_carries_slow_odometry(xy_map):
     """Odometry steps shorter than half a place spacing still move the belief (they are summed until they reach
     it): six frames that say nothing, a third of a spacing per frame, end two places on."""
-    from visloc_ros.core.temporal import PlaceFilter
+    from visloc_ros.core.place_filter import PlaceFilter
 
     loc = Localizer(xy_map)
     places = load_map(xy_map).places
@@ -322,7 +328,7 @@ def test_evidence_hands_the_best_similarities_out_in_the_verified_order(xy_map, 
     those places in the order the candidate verification ranks them: a place ranked 3rd whose local features are
     the frame's own (planted in a copy of the map) gets the highest value and becomes the first frame's estimate."""
     from visloc_ros.core.config import LocalizerConfig
-    from visloc_ros.core.temporal import PlaceFilter
+    from visloc_ros.core.place_filter import PlaceFilter
 
     loc0 = Localizer(xy_map)
     places = load_map(xy_map).places

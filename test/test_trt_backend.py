@@ -8,7 +8,8 @@ import pytest
 from conftest import run_visloc
 from visloc_ros.core.backends import create_backend, plan
 from visloc_ros.core.errors import BackendError
-from visloc_ros.core.trt_backend import Profile, cnn_profile, encoder_profile, engine_key, engine_path, tensorrt_missing
+from visloc_ros.core.model_files import Profile, cnn_profile, encoder_profile
+from visloc_ros.core.trt_backend import engine_key, engine_path, tensorrt_missing
 
 TRT_WHY = tensorrt_missing()
 needs_trt = pytest.mark.skipif(TRT_WHY is not None, reason=f"TensorRT not usable here: {TRT_WHY}")

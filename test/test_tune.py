@@ -10,7 +10,8 @@ from visloc_ros.core.localizer import Localizer
 from visloc_ros.core.map_db import load_map, update_meta
 from visloc_ros.core.pose import REFINE_CHOICES
 from visloc_ros.core.synthetic import draw_scene, view
-from visloc_ros.core.temporal import FilterParams, SequenceFilter
+from visloc_ros.core.filter_params import FilterParams
+from visloc_ros.core.particle_filter import SequenceFilter
 from visloc_ros.core.tune import (APPEARANCE_WEIGHTS, EVIDENCE_FACTORS, LOCAL_WEIGHTS, REGIONAL_WEIGHTS, TEMPERATURES,
                                   coverage_target, replay, self_calibrate_sequence, tune_sequence, tune_single)
 

@@ -96,7 +96,7 @@ def run_eval(args) -> int:
     from ..core.localizer import Localizer
     from ..core.pose import quat_from_yaw
     from ..tools.replay import replay_bag, score
-    from .plots import plot_bag_eval
+    from ..tools.plots import plot_bag_eval
 
     loc = Localizer(args.map, config_from(args, map_path=args.map))
     r = replay_bag(args.bag, loc, args.sequence, args.image_topic, args.gt_topic, args.odom_topic or None,

@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--latent-dim", type=int, default=256, help="latent size (default 256)")
     p.add_argument("--metric-learning", type=int, default=0, metavar="K",
                    help="train the encoder with a metric loss on the map's geometry using K night/weather-like "
-                        "copies of each map image (default 0 = plain autoencoder; see the README ablation)")
+                        "copies of each map image (default 0 = plain autoencoder; see docs/accuracy.md)")
     p.add_argument("--train-device", default="auto", metavar="DEV",
                    help="where the encoder trains: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda "
                         "or cuda:N (default auto)")

@@ -32,7 +32,7 @@ def _fmt_line(name: str, s: dict, radii: list[float]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.metrics import evaluate
-    from .plots import plot_eval
+    from ..tools.plots import plot_eval
 
     report, matched = evaluate(args.pred, args.truth, args.radius)
     out = Path(args.out)

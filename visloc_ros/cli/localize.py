@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.odometry_csv and not args.sequence:
         raise DatasetError("--odometry-csv drives the sequence filter: add --sequence")
     if args.sequence:
-        from ..core.temporal import FilterParams, fit_summary, make_filter
+        from ..core.filter_params import FilterParams, fit_summary
+        from ..core.temporal import make_filter
         seq = make_filter(loc, FilterParams.for_map(loc.map.meta, seed=args.seed), kind=args.filter)
         log.info("sequence filter: %s", fit_summary(loc.map.meta, args.filter))
         if args.odometry_csv:

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import warnings
 
-    from ..core.descriptor import export_cnn, sha256_file
+    from ..core.descriptor import export_cnn
+    from ..core.model_files import sha256_file
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -35,7 +36,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..core.descriptor import CNN_FILE, default_cnn_path, sha256_file
+    from ..core.descriptor import CNN_FILE, default_cnn_path
+    from ..core.model_files import sha256_file
     from ..core.errors import BackendError
 
     path = default_cnn_path()
@@ -54,7 +56,8 @@ def run_build_engine(args: argparse.Namespace) -> int:
     import onnx
 
     from ..core.errors import BackendError
-    from ..core.trt_backend import TensorRTBackend, cnn_profile, encoder_profile, tensorrt_missing
+    from ..core.model_files import cnn_profile, encoder_profile
+    from ..core.trt_backend import TensorRTBackend, tensorrt_missing
 
     why = tensorrt_missing()
     if why:

@@ -118,7 +118,7 @@ def plan(kind: str, trt_missing: str | None, gpu_providers: list[str], has_profi
 def create_backend(model: str | Path, kind: str = "auto", threads: int = 2, profile=None) -> Backend:
     """Load ``model`` on the backend ``kind``, logging the choice and every fallback with its reason.
 
-    ``profile`` (:class:`~visloc_ros.core.trt_backend.Profile`) gives TensorRT the input sizes to build for.
+    ``profile`` (:class:`~visloc_ros.core.model_files.Profile`) gives TensorRT the input sizes to build for.
     """
     from .trt_backend import TensorRTBackend, tensorrt_missing
 

@@ -23,12 +23,13 @@ from .config import LocalizerConfig
 from .dataset import Dataset
 from .descriptor import (CNN_FILE, LAYOUT_GLOBAL, LAYOUT_VISLOC, LOCAL_CHANNELS, LOCAL_POOL, MAP_CNN_FILE, REGIONAL_BLOCK,
                          REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred, check_global_model, default_cnn_path,
-                         map_cnn, regional_mean, sha256_file)
+                         map_cnn, regional_mean)
 from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, Localizer, best_first
 from .map_db import APPEARANCE, LOCAL, REGIONAL, MapData, Places, load_map, update_meta, write_map
+from .model_files import sha256_file
 from .pose import (PLAIN_REFINE, REFINE_CHOICES, TEMPERATURES, Crowding, PoseModel, clearly_better, estimate, fit_alpha,
                    raw_covariance, weights)
 from .preprocess import LowLight, load_image, prepare
@@ -129,10 +130,10 @@ def _places_from(ds: Dataset, kept: np.ndarray, session: str) -> Places:
 RADIUS_CHOICES = (3.0, 10.0)  # consensus radius, in place spacings (used when consensus_radius_m is 0)
 # weight of the regional descriptor against the global one until `visloc tune` fits one: with it, untuned maps find
 # the place in 81 % of corridor frames instead of 60 %, 32 % of Nordland winter frames instead of 6 %, 63 % of the
-# campus night photos instead of 61 % (README, "Night and seasons")
+# campus night photos instead of 61 % (docs/accuracy.md, "Methods tried")
 DEFAULT_REGIONAL_WEIGHT = 1.0
 # weight of the candidate verification by local CNN features (:mod:`.verification`) until `visloc tune` fits one
-# (README, "Night and seasons": untuned, the estimate within the radius in 90 % of corridor frames instead of 80 %,
+# (docs/accuracy.md, "Methods tried": untuned, the estimate within the radius in 90 % of corridor frames instead of 80 %,
 # 44 % of Nordland winter frames instead of 32 %, about as many campus photos: night 62.5 % instead of 63.2 %)
 DEFAULT_LOCAL_WEIGHT = 2.0
 

@@ -28,7 +28,6 @@ computes the same thing. Grid cells split the feature map's rows and columns int
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +36,7 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .errors import BackendError, MapError
+from .model_files import cnn_profile, sha256_file
 
 CNN_FILE = "efficientnet_lite0_gem.onnx"
 CNN_DIM = 1280
@@ -62,14 +62,6 @@ def regional_mean(regional: np.ndarray, sample: int = 20_000) -> np.ndarray:
     if len(regional) > sample:
         regional = regional[np.sort(np.random.default_rng(0).choice(len(regional), sample, replace=False))]
     return np.asarray(regional, np.float32).mean(0)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def models_dirs() -> list[Path]:
@@ -157,8 +149,6 @@ class CnnDescriptor:
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int = 2,
                  size: tuple[int, int] = (320, 240), _backend: Backend | None = None, layout: str = LAYOUT_VISLOC):
-        from .trt_backend import cnn_profile
-
         if layout not in (LAYOUT_VISLOC, LAYOUT_GLOBAL):
             raise BackendError(f"unknown CNN layout '{layout}' (choose from {LAYOUT_VISLOC}, {LAYOUT_GLOBAL})")
         self.model_path = Path(model) if model else default_cnn_path()

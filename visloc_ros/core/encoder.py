@@ -35,7 +35,7 @@ class EncoderTraining:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    metric_weight: float = 0.0    # 0 = plain autoencoder (the default: see the README ablation)
+    metric_weight: float = 0.0    # 0 = plain autoencoder (the default: see docs/accuracy.md)
     degraded_per_image: int = 2   # degraded copies of each map image described for the metric term
     pos_spacings: float = 2.0     # positives: clean map images within this many place spacings
     neg_spacings: float = 5.0     # negatives: beyond this many
@@ -200,7 +200,7 @@ class Encoder:
 
     def __init__(self, model: str | Path, backend: str = "auto", threads: int = 2, dim: int | None = None,
                  _backend: Backend | None = None):
-        from .trt_backend import encoder_profile
+        from .model_files import encoder_profile
 
         self.model_path = Path(model)
         profile = encoder_profile(dim) if dim else None

@@ -16,32 +16,14 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BackendError
+from .model_files import Profile, sha256_file
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Min / opt / max shapes of the model's (single) input."""
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-
-def cnn_profile(long_side: int, short_side: int, max_batch: int = 8) -> Profile:
-    """NHWC uint8 images: landscape and portrait at the configured size, batch 1..max_batch."""
-    return Profile((1, short_side, short_side, 3), (1, short_side, long_side, 3), (max_batch, long_side, long_side, 3))
-
-
-def encoder_profile(dim: int, max_batch: int = 64) -> Profile:
-    return Profile((1, dim), (1, dim), (max_batch, dim))
 
 
 def engine_key(onnx_sha256: str, gpu_name: str, compute_capability: tuple[int, int], trt_version: str,
@@ -92,8 +74,6 @@ class TensorRTBackend:
             raise BackendError(f"backend 'tensorrt' needs {why}; not found here")
         import pycuda.driver as cuda
         import tensorrt as trt
-
-        from .descriptor import sha256_file
 
         self._cuda, self._trt = cuda, trt
         self.onnx = Path(onnx)

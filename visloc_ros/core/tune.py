@@ -39,7 +39,8 @@ from .appearance import fuse
 from .errors import DatasetError
 from .localizer import DENSE_MAX, Embedding, Localizer
 from .pose import CHI2_2D_95, REFINE_CHOICES, TEMPERATURES, clearly_better, fit_alpha, mahalanobis2
-from .temporal import FilterParams, make_filter
+from .filter_params import FilterParams
+from .temporal import make_filter
 
 EVIDENCE_FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0)  # x the default evidence strength; weaker recovers a kidnapped robot too late
 COV_SCALE_RANGE = (0.05, 100.0)  # a fitted covariance scale is clipped to this (the coverage reached is reported)

@@ -10,8 +10,8 @@ Features are compared centred on the map's mean (what every place shares, sky, f
 The chamfer scores of the candidates are z-scored among them and added to their (fused) similarities at a
 per-map weight, in units of those similarities' spread among the candidates; the places are re-ranked by the
 result, which is what the pose consensus then reads (the sequence filters take only the verified order of their
-own few best places, :meth:`.temporal._MapFilter._verified`). This is the verification step of
-issue 5 that paid for its cost (README, "Night and seasons": OpenCV keypoints + USAC did not, on these images).
+own few best places, :meth:`.map_filter.MapFilter._verified`). This is the verification step of
+that paid for its cost (docs/accuracy.md, "Methods tried": OpenCV keypoints + USAC did not, on these images).
 """
 from __future__ import annotations
 

@@ -120,7 +120,8 @@ class LocalizerNode(LifecycleNode):
         self.t_base_cam = conv.extrinsic_matrix(n.camera_x, n.camera_y, n.camera_z, n.camera_roll, n.camera_pitch,
                                                 n.camera_yaw)
         if n.sequence:
-            from ..core.temporal import fit_summary, make_filter
+            from ..core.filter_params import fit_summary
+            from ..core.temporal import make_filter
             self.seq = make_filter(self.loc, kind=n.sequence_filter)
             self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta, n.sequence_filter)}")
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)

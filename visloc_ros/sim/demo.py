@@ -88,7 +88,7 @@ def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, p
               "map_places": len(loc.map), "map_spacing_m": float(loc.pose_model.spacing),
               "localization_frames": int(len(r.t_ns)), "backend": loc.backend_name, "sequence": spec.sequence,
               **score(r.est, r.cov, r.ok, r.truth, r.latency_ms)}
-    from ..cli.plots import plot_bag_eval
+    from ..tools.plots import plot_bag_eval
 
     pngs = plot_bag_eval(r.t_ns, r.est, r.truth, r.cov, r.ok, out, list(loc.map.places.xyz))
     loc.close()

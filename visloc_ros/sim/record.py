@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..tools.odometry import OdomSpec, simulate_odometry
 from .render import Camera, lighting
-from .sensors import ImuSpec, OdomSpec, Trajectory, camera_info, simulate_imu, simulate_odometry
+from .sensors import ImuSpec, Trajectory, camera_info, simulate_imu
 from .worlds import World
 
 T0_NS = 1_700_000_000_000_000_000  # stamps start here (a plausible wall-clock epoch)

@@ -173,9 +173,9 @@ def csv_to_bag(csv_path: str | Path, out: str | Path, imu_csv: str | Path | None
                camera_frame: str = "camera", seed: int = 0, progress=None) -> dict:
     """A CSV image sequence with poses -> rosbag2. Returns topic message counts.
 
-    Wheel odometry is simulated from the ground-truth poses (:func:`visloc_ros.sim.sensors.simulate_odometry`:
-    speed scale error, yaw-rate bias, white noise), as labelled in the README."""
-    from ..sim.sensors import OdomSpec, simulate_odometry
+    Wheel odometry is simulated from the ground-truth poses (:func:`visloc_ros.tools.odometry.simulate_odometry`:
+    speed scale error, yaw-rate bias, white noise), as labelled in docs/ros.md."""
+    from .odometry import OdomSpec, simulate_odometry
 
     ds = read_csv(csv_path)
     n = len(ds)
