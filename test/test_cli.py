@@ -7,7 +7,7 @@ import yaml
 
 from conftest import run_visloc
 
-COMMANDS = [[], ["build-map"], ["add-places"], ["localize"], ["eval"], ["map", "info"], ["models", "export"],
+COMMANDS = [[], ["build-map"], ["add-places"], ["localize"], ["eval"], ["map", "info"], ["map", "keypoints"], ["models", "export"],
             ["models", "check"], ["synth"], ["tune"]]
 
 
@@ -201,3 +201,32 @@ def test_a_map_built_with_a_users_place_network_carries_it(tmp_path, synth_xy):
     (m / "cnn.onnx").unlink()
     _one_line_error(run_visloc("localize", "--map", str(m), "--images-csv", str(q_csv), "--out", str(pred)),
                     "incomplete: missing cnn.onnx")
+
+
+def test_keypoints_added_to_a_map_built_without_them_give_the_verified_fix(tmp_path, synth_xy):
+    shutil.copytree(synth_xy[0].parent, tmp_path / "ds")  # its images are removed at the end
+    map_csv, q_csv = tmp_path / "ds" / synth_xy[0].name, tmp_path / "ds" / synth_xy[1].name
+    m = tmp_path / "map"
+    r = run_visloc("build-map", "--images-csv", str(map_csv), "--out", str(m), "--encoder-steps", "100",
+                   "--latent-dim", "64", "--no-keypoints")
+    assert r.returncode == 0 and "no keypoints" in r.stdout, r.stderr
+    assert yaml.safe_load((m / "map.yaml").read_text())["keypoints"] is None
+    r = run_visloc("localize", "--map", str(m), "--images-csv", str(q_csv), "--out", str(tmp_path / "p.csv"),
+                   "--keypoint-weight", "2")
+    _one_line_error(r, "has no learned keypoints", "visloc map keypoints")
+    r = run_visloc("map", "keypoints", str(m))
+    assert r.returncode == 0 and "512 keypoints for each of its 30 places" in r.stdout, r.stderr
+    fast, verified = tmp_path / "fast.csv", tmp_path / "verified.csv"
+    for out, extra in ((fast, ["--fast"]), (verified, [])):
+        r = run_visloc("localize", "--map", str(m), "--images-csv", str(q_csv), "--out", str(out), *extra)
+        assert r.returncode == 0, r.stderr
+    assert "verified fix" in r.stdout
+    r = run_visloc("eval", "--pred", str(verified), "--truth", str(q_csv), "--radius", "2", "5", "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["overall"]["within_5"] >= 0.6
+    lat = lambda p: sorted(float(ln.rsplit(",", 1)[1]) for ln in p.read_text().splitlines()[1:])  # noqa: E731
+    assert lat(verified)[7] > lat(fast)[7]  # the check costs time: the median latency includes it
+    # the map's images gone: adding keypoints again says so in one line
+    for p in (map_csv.parent / "ref").glob("*.jpg"):
+        p.unlink()
+    _one_line_error(run_visloc("map", "keypoints", str(m)), "cannot be read", "keypoints need the images")

@@ -297,3 +297,57 @@ def test_verification_reranks_the_best_places_by_local_features(xy_map, synth_xy
     sim = dict(zip(f0.candidate_ids.tolist(), f0.candidate_scores.tolist()))
     np.testing.assert_allclose(f.candidate_scores[:20], [sim[i] for i in f.candidate_ids[:20].tolist()], rtol=1e-6)
     assert f.score == pytest.approx(min(max(sim[int(planted)], 0.0), 1.0), rel=1e-6)
+
+
+def test_the_verified_fix_checks_the_best_candidates_by_keypoints(xy_map, synth_xy, tmp_path):
+    """The map's keypoints decide among the fast fix's candidates: with a place's stored keypoints replaced by the
+    query's own (and the other checked candidates' by those of an unrelated scene), the verified fix ranks it first
+    and moves there; a map without keypoints gives none and says how to add them."""
+    import shutil
+
+    from visloc_ros.core.config import LocalizerConfig
+    from visloc_ros.core.keypoints import pack_descriptors
+    from visloc_ros.core.map_db import KEYPOINT_FILES
+    from visloc_ros.core.preprocess import load_image
+    from visloc_ros.core.synthetic import draw_scene
+
+    q = sorted((synth_xy[1].parent / "query").glob("*.jpg"))[0]
+    rgb = load_image(q)
+    loc = Localizer(xy_map)
+    assert loc.verifies_keypoints
+    fast = loc.localize(rgb)
+    target = int(fast.candidate_ids[5])  # a place the fast fix ranks 6th
+    kp = loc.keypoint_extractor()(rgb)
+    other = loc.keypoint_extractor()(draw_scene(999))
+    checked = fast.candidate_ids[:loc.config.keypoint_candidates]
+    loc.close()
+    planted = tmp_path / "planted"
+    shutil.copytree(xy_map, planted)
+    for name, a, b in zip(KEYPOINT_FILES, (kp.xy.astype(np.float16), pack_descriptors(kp.desc), kp.scores.astype(np.float16)),
+                          (other.xy.astype(np.float16), pack_descriptors(other.desc), other.scores.astype(np.float16))):
+        arr = np.load(planted / name)
+        arr[checked] = b
+        arr[target] = a
+        np.save(planted / name, arr)
+    loc = Localizer(planted)
+    fast, verified = loc.localize_verified(rgb)
+    assert verified.verified and not fast.verified
+    assert verified.candidate_ids[0] == target and verified.pose_scores[0] == verified.pose_scores.max()
+    xy = loc.map.places.xyz[:, :2]
+    near = lambda f: np.linalg.norm(f.xyz[:2] - xy[target])  # noqa: E731
+    assert near(verified) <= near(fast)  # the consensus moves towards the place the keypoints found
+    assert len(verified.inliers) == loc.config.keypoint_candidates and verified.inliers[5] == verified.inliers.max()
+    assert np.all(np.linalg.eigvalsh(verified.cov2) > 0)
+    assert {"kp_extract", "kp_match", "kp_geometry", "kp_pose"} <= set(verified.timings_ms)
+    loc.close()
+    # keypoints off: no verified fix; asked for on a map without them: one line that says how to add them
+    assert not Localizer(planted, LocalizerConfig(map_path=str(planted), keypoint_weight=0.0)).verifies_keypoints
+    bare = tmp_path / "bare"
+    shutil.copytree(xy_map, bare)
+    import yaml
+    meta = yaml.safe_load((bare / "map.yaml").read_text())
+    meta["keypoints"] = None
+    (bare / "map.yaml").write_text(yaml.safe_dump(meta))
+    assert Localizer(bare).localize_verified(rgb)[1] is None
+    with pytest.raises(MapError, match="visloc map keypoints"):
+        Localizer(bare, LocalizerConfig(map_path=str(bare), keypoint_weight=2.0))

@@ -134,3 +134,24 @@ def test_local_features_are_optional_and_checked(tmp_path, parts):
     (declared / "local.npy").unlink()
     with pytest.raises(MapError, match="incomplete: missing local.npy"):
         load_map(declared)
+
+
+def test_keypoints_roundtrip_and_are_checked(tmp_path, parts):
+    from visloc_ros.core.map_db import KEYPOINT_FILES, KeypointArrays
+
+    rng = np.random.default_rng(0)
+    kp = KeypointArrays(rng.uniform(0, 300, (5, 16, 2)), rng.integers(-127, 128, (5, 16, 32)), rng.uniform(size=(5, 16)))
+    out = write_map(tmp_path / "m", **dict(parts, meta={"datum": None, "keypoints": {"files": list(KEYPOINT_FILES)}}),
+                    keypoints=kp)
+    m = load_map(out)
+    assert m.keypoints.xy.dtype == np.float16 and m.keypoints.desc.dtype == np.int8 and m.keypoints.score.shape == (5, 16)
+    assert np.array_equal(m.keypoints.desc, kp.desc)
+    with pytest.raises(MapError, match="inconsistent"):
+        write_map(tmp_path / "m2", **parts, keypoints=KeypointArrays(kp.xy[:4], kp.desc[:4], kp.score[:4]))
+    np.save(out / KEYPOINT_FILES[2], np.zeros((5, 15), np.float16))  # a score array that does not fit
+    with pytest.raises(MapError, match="keypoint arrays of shapes"):
+        load_map(out)
+    (out / KEYPOINT_FILES[1]).unlink()
+    with pytest.raises(MapError, match="missing keypoints_desc.npy"):
+        load_map(out)
+    assert load_map(write_map(tmp_path / "m3", **parts)).keypoints is None  # a map without them

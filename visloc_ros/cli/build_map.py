@@ -54,8 +54,18 @@ def add_parser(sub) -> None:
                    help="a place-recognition network of your own instead of the packaged ImageNet CNN: ONNX, one uint8 "
                         "input (N, H, W, 3) RGB normalised inside the graph, one (N, D) descriptor out; copied into "
                         "the map (which then has no regional descriptors or local features)")
+    p.add_argument("--no-keypoints", action="store_true",
+                   help="do not extract the places' learned keypoints (a smaller, faster map without a verified fix; "
+                        "add them later with `visloc map keypoints MAPDIR`)")
     add_config_args(p)
     p.set_defaults(func=run)
+
+
+def _keypoint_summary(m) -> str:
+    if m.keypoints is None:
+        return "no keypoints"
+    size = sum((m.path / f).stat().st_size for f in m.meta["keypoints"]["files"]) / len(m) / 1024
+    return f"{m.keypoints.xy.shape[1]} keypoints per place ({size:.1f} KiB per place)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                                            degraded_per_image=max(args.metric_learning, 0),
                                            metric_weight=1.0 if args.metric_learning > 0 else 0.0,
                                            device=args.train_device),
-                  global_cnn=args.cnn)
+                  global_cnn=args.cnn, keypoints=not args.no_keypoints)
     meta = m.meta
     seq = meta["sequence"]["without_odometry"]
     print(f"map {m.path}: {len(m)} places ({meta['skipped_images']} images skipped), "
@@ -95,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
           f"covariance scale {meta['pose_model']['alpha']:.2f} (sequence without odometry: places "
           f"{seq.get('cov_scale_places', 1.0):.2f}, particles {seq['cov_scale']:.2f}), encoder trained on "
           f"{meta['encoder']['device']} "
-          f"in {meta['encoder']['train_seconds']:.1f} s, built in {time.perf_counter() - t0:.1f} s")
+          f"in {meta['encoder']['train_seconds']:.1f} s, {_keypoint_summary(m)}, built in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -29,6 +29,14 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local-weight", type=float, metavar="W",
                    help="weight of the candidate verification by local CNN features (default: the map's fit from "
                         "`visloc tune`; until tuned the build's, 2 on maps built with local features; 0 = off)")
+    p.add_argument("--keypoint-weight", type=float, metavar="W",
+                   help="weight of the learned keypoints' inlier counts in the verified fix (default: the map's, 2 "
+                        "on maps with keypoints; 0 = fast fix only)")
+    p.add_argument("--camera-hfov", type=float, metavar="DEG", dest="camera_hfov_deg",
+                   help="the camera's horizontal field of view: the verified fix then takes its yaw from the keypoint "
+                        "matches with its best place (maps with orientations; default 0: the candidates' yaw)")
+    p.add_argument("--keypoint-candidates", type=int, metavar="K",
+                   help="best places checked by learned keypoints for the verified fix (default 10)")
 
 
 def config_from(args: argparse.Namespace, **extra):
@@ -38,7 +46,10 @@ def config_from(args: argparse.Namespace, **extra):
                       low_light=getattr(args, "low_light", None),
                       appearance_weight=getattr(args, "appearance_weight", None),
                       regional_weight=getattr(args, "regional_weight", None),
-                      local_weight=getattr(args, "local_weight", None), **extra)
+                      local_weight=getattr(args, "local_weight", None),
+                      keypoint_weight=getattr(args, "keypoint_weight", None),
+                      keypoint_candidates=getattr(args, "keypoint_candidates", None),
+                      camera_hfov_deg=getattr(args, "camera_hfov_deg", None), **extra)
     logging.getLogger("visloc").debug("config: %s", cfg)
     return cfg
 

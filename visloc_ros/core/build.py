@@ -25,10 +25,11 @@ from .descriptor import (CNN_FILE, LAYOUT_GLOBAL, LAYOUT_VISLOC, LOCAL_CHANNELS,
                          REGIONAL_DIM, REGIONAL_GRID, CnnDescriptor, centred, check_global_model, default_cnn_path,
                          map_cnn, regional_mean)
 from .encoder import Encoder, EncoderTraining, train_device, train_encoder
-from .errors import DatasetError, ImageError, MapError
+from .errors import BackendError, DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, Localizer, best_first
-from .map_db import APPEARANCE, LOCAL, REGIONAL, MapData, Places, load_map, update_meta, write_map
+from .map_db import (APPEARANCE, KEYPOINT_FILES, LOCAL, REGIONAL, KeypointArrays, MapData, Places, load_map, update_meta,
+                     write_map)
 from .model_files import sha256_file
 from .pose import (PLAIN_REFINE, REFINE_CHOICES, TEMPERATURES, Crowding, PoseModel, clearly_better, estimate, fit_alpha,
                    raw_covariance, weights)
@@ -136,6 +137,77 @@ DEFAULT_REGIONAL_WEIGHT = 1.0
 # (docs/accuracy.md, "Methods tried": untuned, the estimate within the radius in 90 % of corridor frames instead of 80 %,
 # 44 % of Nordland winter frames instead of 32 %, about as many campus photos: night 62.5 % instead of 63.2 %)
 DEFAULT_LOCAL_WEIGHT = 2.0
+# weight of the learned keypoints' inlier counts in the verified fix (:func:`.keypoints.fuse_inliers`)
+DEFAULT_KEYPOINT_WEIGHT = 2.0
+
+
+def keypoint_extractor(config: LocalizerConfig, required: bool = False):
+    """The learned keypoint extractor (:mod:`.keypoints`), or None (logged) when its exported models are missing
+    and ``required`` is False: a map is then built without keypoints."""
+    from .keypoints import KeypointExtractor
+
+    try:
+        return KeypointExtractor(config.backend, config.threads)
+    except BackendError as e:
+        if required:
+            raise
+        log.warning("%s: the map gets no keypoints (add them later with `visloc map keypoints MAPDIR`)", e)
+        return None
+
+
+def extract_keypoints(paths: list[Path], extractor, progress: Progress | None = None) -> KeypointArrays:
+    """Every image's learned keypoints, for the map (float16 pixels, int8 descriptors, float16 scores)."""
+    from .keypoints import pack_descriptors
+
+    xy, desc, score = [], [], []
+    bar = _bar(progress, len(paths), "extracting keypoints")
+    try:
+        for p in paths:
+            kp = extractor(load_image(p))
+            xy.append(kp.xy.astype(np.float16))
+            desc.append(pack_descriptors(kp.desc))
+            score.append(kp.scores.astype(np.float16))
+            bar.update()
+    finally:
+        bar.close()
+    return KeypointArrays(np.stack(xy), np.stack(desc), np.stack(score))
+
+
+def keypoint_meta(extractor, arrays: KeypointArrays) -> dict:
+    """``map.yaml``'s ``keypoints`` section: what extracted them (hashes checked at load) and their shape."""
+    from .keypoint_export import EXTRACTOR, SIZES
+
+    return {"files": list(KEYPOINT_FILES), "extractor": EXTRACTOR, "count": int(arrays.xy.shape[1]),
+            "dim": int(arrays.desc.shape[2]), "sizes": {o: list(s) for o, s in SIZES.items()},
+            "sha256": dict(extractor.sha256), "weight": DEFAULT_KEYPOINT_WEIGHT}
+
+
+def add_keypoints(map_path: str | Path, config: LocalizerConfig | None = None,
+                  progress: Progress | None = None) -> MapData:
+    """Extract the learned keypoints of every place of an existing map (one built before them, or without them)
+    from its images and add them to the folder: the arrays first (temp files, renamed), ``map.yaml`` last."""
+    config = config or LocalizerConfig()
+    m = load_map(map_path)
+    root = Path(m.meta.get("image_root", "."))
+    paths = [Path(i) if Path(i).is_absolute() else root / i for i in m.places.images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise MapError(f"{len(missing)} of the map's {len(paths)} images cannot be read (first: {missing[0]}): "
+                       f"keypoints need the images the map was built from")
+    extractor = keypoint_extractor(config, required=True)
+    try:
+        arrays = extract_keypoints(paths, extractor, progress)
+    finally:
+        extractor.close()
+    if m.meta.get("keypoints"):  # the old arrays are replaced: the map reads as one without them meanwhile
+        update_meta(m.path, "keypoints", None)
+    for name, a, dtype in zip(KEYPOINT_FILES, (arrays.xy, arrays.desc, arrays.score), (np.float16, np.int8, np.float16)):
+        tmp = m.path / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(a, dtype=dtype))
+        tmp.replace(m.path / name)
+    update_meta(m.path, "keypoints", keypoint_meta(extractor, arrays))
+    return load_map(m.path)
 
 
 def choose_setting(recall: dict, medians: dict, n: int, usual_t: float) -> tuple:
@@ -263,10 +335,12 @@ def calibrate(latents: np.ndarray, places: Places, index: SomIndex, model: PoseM
 def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = None, *, session: str = "map",
               overwrite: bool = False, progress: Progress | None = None, cnn_model: str | Path | None = None,
               training: EncoderTraining = EncoderTraining(), seed: int = 0,
-              global_cnn: str | Path | None = None) -> MapData:
+              global_cnn: str | Path | None = None, keypoints: bool = True) -> MapData:
     """Build and write a map folder from ``ds``; returns the loaded map. ``global_cnn``: a place-recognition
     network of the user's own (ONNX, layout ``global``: uint8 images in, one descriptor out) instead of this
-    package's CNN; it is copied into the map, which then has no regional descriptors or local features."""
+    package's CNN; it is copied into the map, which then has no regional descriptors or local features.
+    ``keypoints``: extract every place's learned keypoints for the verified fix (when the extractor's models
+    are installed)."""
     config = config or LocalizerConfig()
     out = Path(out)
     if out.exists() and not overwrite:
@@ -287,6 +361,13 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
     desc, kept, skipped, degraded = d.desc, d.kept, d.skipped, d.degraded
     places = _places_from(ds, kept, session)
     spacing = place_spacing(places.xyz)
+    extractor = keypoint_extractor(config) if keypoints else None
+    kp = None
+    if extractor is not None:
+        try:
+            kp = extract_keypoints([ds.path(int(i)) for i in kept], extractor, progress)
+        finally:
+            extractor.close()
     with tempfile.TemporaryDirectory(prefix="visloc-build-") as tmp:
         enc_path = Path(tmp) / "encoder.onnx"
         bar = _bar(progress, training.steps, "training encoder")
@@ -330,9 +411,10 @@ def build_map(ds: Dataset, out: str | Path, config: LocalizerConfig | None = Non
             "calibration": calib,
             "skipped_images": len(skipped),
             "image_root": str(ds.root.resolve()),
+            "keypoints": None if kp is None else keypoint_meta(extractor, kp),
         }
         write_map(out, meta, places, desc, latents, codebook, enc_path, overwrite=overwrite, appearance=d.thumbs,
-                  regional=d.regional, local=d.local, cnn_file=cnn_path if global_cnn else None)
+                  regional=d.regional, local=d.local, cnn_file=cnn_path if global_cnn else None, keypoints=kp)
         encoder.close()
     cnn.close()
     self_calibrate(out, config, progress, None if global_cnn else cnn_model)
@@ -378,6 +460,16 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     d = describe_images(ds, cnn, size, progress, config.low_light)
     desc, kept, skipped = d.desc, d.kept, d.skipped
     new = _places_from(ds, kept, session)
+    kp = None
+    if m.keypoints is not None:  # the new places get keypoints too, from the extractor the map's were made with
+        extractor = keypoint_extractor(config, required=True)
+        try:
+            if extractor.sha256 != (m.meta["keypoints"].get("sha256") or extractor.sha256):
+                raise MapError(f"map {m.path}'s keypoints come from another keypoint model than the installed one: "
+                               f"re-extract them with `visloc map keypoints {m.path}` first")
+            kp = m.keypoints.concat(extract_keypoints([ds.path(int(i)) for i in kept], extractor, progress))
+        finally:
+            extractor.close()
     latents = np.concatenate([np.asarray(m.latents), encoder.batch(desc)])
     index = SomIndex(m.codebook, np.asarray(m.latents), m.places.cells)
     new.cells = index.add(latents)
@@ -404,7 +496,7 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
             lf = np.concatenate([np.asarray(m.local), d.local])
         write_map(m.path, meta, places, np.concatenate([np.asarray(m.descriptors), desc.astype(np.float16)]),
                   latents, m.codebook, enc_copy, overwrite=True, appearance=app, regional=reg, local=lf,
-                  cnn_file=cnn_path if layout == LAYOUT_GLOBAL else None)  # copied in before the folder is replaced
+                  cnn_file=cnn_path if layout == LAYOUT_GLOBAL else None, keypoints=kp)  # copied in before the folder is replaced
     fitted = (meta.get("sequence") or {}).get("without_odometry") or {}
     if str(fitted.get("method", "self")).startswith("self"):  # a fit on a labelled run stays until re-tuned
         self_calibrate(m.path, config, progress, cnn_model)

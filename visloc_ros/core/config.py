@@ -45,6 +45,12 @@ class LocalizerConfig:
     local_weight: float = _f(-1.0, "Weight of the candidate verification by local CNN features (the best places "
                                    "re-ranked by them); negative = the map's fitted weight (visloc tune; the "
                                    "build's 2 until tuned), 0 = off.")
+    keypoint_candidates: int = _f(10, "Best places checked by learned keypoints for the verified fix (maps with keypoints).")
+    camera_hfov_deg: float = _f(0.0, "Horizontal field of view of the camera (degrees; the map's images taken with the "
+                                     "same camera); with it the verified fix takes its yaw from the keypoint "
+                                     "matches with its best place; 0 = the candidates' own orientation.")
+    keypoint_weight: float = _f(-1.0, "Weight of the keypoint inlier counts in the verified fix; negative = the map's "
+                                      "(2 from the build), 0 = no verified fix.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -52,13 +58,16 @@ class LocalizerConfig:
             choices = f.metadata.get("choices")
             if choices and v not in choices:
                 raise VislocError(f"parameter {f.name}='{v}' must be one of {', '.join(choices)}")
-        for name in ("threads", "image_long_side", "image_short_side", "top_k", "n_probe", "min_candidates"):
+        for name in ("threads", "image_long_side", "image_short_side", "top_k", "n_probe", "min_candidates",
+                     "keypoint_candidates"):
             if getattr(self, name) < 1:
                 raise VislocError(f"parameter {name} must be >= 1 (got {getattr(self, name)})")
         if self.image_short_side > self.image_long_side:
             raise VislocError("parameter image_short_side must not exceed image_long_side")
         if not 0.0 <= self.min_score <= 1.0:
             raise VislocError(f"parameter min_score must be within [0, 1] (got {self.min_score})")
+        if not 0.0 <= self.camera_hfov_deg < 180.0:
+            raise VislocError(f"parameter camera_hfov_deg must be within [0, 180) (got {self.camera_hfov_deg})")
         if self.consensus_radius_m < 0:
             raise VislocError("parameter consensus_radius_m must be >= 0")
 

@@ -7,11 +7,14 @@ appearance or regional weight (the build's regional weight 1, or ``visloc tune``
 place (maps up to ``DENSE_MAX`` places, else the index's), ranked by the latents' similarity fused with the
 appearance thumbnails' and the regional CNN descriptors' (:mod:`.appearance`; regional descriptors are compared
 centred on the map's mean); on maps with local features the best ``top_k`` are then re-ranked by them
-(:mod:`.verification`). The node,
+(:mod:`.verification`). That is the *fast fix*. On maps with learned keypoints, the *verified fix*
+(:meth:`Localizer.verify_fix`) then checks the ``keypoint_candidates`` best places by keypoint matches and epipolar
+geometry (:mod:`.keypoints`), fuses the inlier counts into their scores and runs the pose consensus again. The node,
 the CLI and the benchmarks all call this object, so what they measure is what the robot runs.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,9 @@ from .descriptor import CnnDescriptor, centred, map_cnn, regional_mean
 from .encoder import Encoder
 from .errors import ImageError, MapError
 from .geo import enu_to_geodetic
+from .keypoints import KeypointExtractor, KeypointVerifier, fuse_inliers, intrinsics
 from .map_db import MapData, load_map
-from .pose import Crowding, PoseModel, estimate, yaw_from_quat
+from .pose import Crowding, PoseModel, estimate, raw_covariance, weights, yaw_from_quat
 from .preprocess import LowLight, load_image, prepare
 from .som_index import SomIndex
 from .verification import chamfer_to, local_mean, reranked
@@ -79,6 +83,9 @@ class Fix:
     stamp: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    pose_scores: np.ndarray | None = None  # the scores the pose consensus weighed its top_k candidates by
+    verified: bool = False  # checked by learned keypoints (:meth:`Localizer.verify_fix`)
+    inliers: np.ndarray | None = None  # the keypoint inliers of the checked candidates (candidate_ids' first ones)
 
     @property
     def latency_ms(self) -> float:
@@ -86,7 +93,8 @@ class Fix:
 
 
 class Localizer:
-    """Owns a loaded map, the CNN and the map's encoder; thread-compatible (one call at a time)."""
+    """Owns a loaded map, the CNN and the map's encoder; thread-compatible: one :meth:`localize` at a time, and
+    beside it one :meth:`verify_fix` at a time (the node runs them on two workers)."""
 
     def __init__(self, map_path: str | Path | MapData, config: LocalizerConfig | None = None,
                  cnn_model: str | Path | None = None):
@@ -117,6 +125,14 @@ class Localizer:
                 raise MapError(f"map {self.map.path} has no {what} (written before them): rebuild it "
                                f"with `visloc build-map`, or set {name} 0")
             setattr(self, name, w)
+        kmeta = meta.get("keypoints") or {}
+        self.keypoint_weight = c.keypoint_weight if c.keypoint_weight >= 0 else float(kmeta.get("weight", 0.0))
+        if c.keypoint_weight > 0 and self.map.keypoints is None:
+            raise MapError(f"map {self.map.path} has no learned keypoints: add them with `visloc map keypoints "
+                           f"{self.map.path}`, or set keypoint_weight 0")
+        self._keypoints = (KeypointVerifier(self.map.keypoints.xy, self.map.keypoints.desc)
+                           if self.map.keypoints is not None and self.keypoint_weight > 0 else None)
+        self._extractor = None  # the keypoint extractor, loaded on the first verified fix
         self._dense = len(self.map) <= DENSE_MAX  # every place compared with a frame (fused ranking)
         self._thumbs = self._regional = None  # float32 copies, made on first use (maps up to DENSE_MAX places)
         self._regional_mean = self._local_mean = None
@@ -128,6 +144,7 @@ class Localizer:
                                     refine_spacings=float(fit.get("refine_spacings", pm.get("refine_spacings", 0.0))),
                                     crowding=bool(pm.get("crowding", False)))  # maps built before it: plain votes
         self._crowd, self._crowd_radius = None, None  # each place's crowd, filled as places become candidates
+        self._crowd_lock = threading.Lock()  # the fast and the verified fix may run on two threads (the node)
         self._crowding = None  # the map's places sorted for counting (made on first use)
         self.datum = self.map.datum
         q = self.map.places.quat
@@ -222,6 +239,10 @@ class Localizer:
     def crowd(self, ids: np.ndarray) -> np.ndarray:
         """The number of map places within the consensus radius of each of the places ``ids`` (the pose vote's
         divisor, :class:`.pose.Crowding`), counted the first time a place is a candidate and kept."""
+        with self._crowd_lock:
+            return self._crowd_of(ids)
+
+    def _crowd_of(self, ids: np.ndarray) -> np.ndarray:
         r = self.pose_model.radius
         if self._crowd is None or self._crowd_radius != r:
             self._crowd, self._crowd_radius = np.full(len(self.map), -1.0, np.float32), r
@@ -295,10 +316,79 @@ class Localizer:
         ok = score >= c.min_score
         fix = Fix(ok, LOCALIZED if ok else UNCERTAIN, est.xyz, est.yaw, est.cov2, est.cov6, score, est.support,
                   best, int(self.index.cells[best]), ids, sims, condition=e.condition, timings_ms=t,
-                  message="" if ok else f"best match score {score:.3f} is below min_score {c.min_score:.3f}")
+                  message="" if ok else f"best match score {score:.3f} is below min_score {c.min_score:.3f}",
+                  pose_scores=np.asarray(top_s, np.float32))
         self.set_geodetic(fix)
         t["pose"] = (time.perf_counter() - t0) * 1e3
         return fix
+
+    @property
+    def verifies_keypoints(self) -> bool:
+        """Whether this map and configuration give a verified fix (learned keypoints stored, weight above 0)."""
+        return self._keypoints is not None
+
+    def keypoint_extractor(self) -> KeypointExtractor:
+        """The learned keypoint extractor the map's keypoints were made with (loaded once; a model whose hash the
+        map did not record is refused)."""
+        if self._extractor is None:
+            ex = KeypointExtractor(self.config.backend, self.config.threads)
+            want = (self.map.meta.get("keypoints") or {}).get("sha256") or {}
+            if any(want.get(o) not in (None, h) for o, h in ex.sha256.items()):
+                ex.close()
+                raise MapError(f"map {self.map.path}'s keypoints were extracted by another keypoint model than the "
+                               f"installed one: re-extract them with `visloc map keypoints {self.map.path}`")
+            self._extractor = ex
+        return self._extractor
+
+    def verify_fix(self, rgb: np.ndarray, fix: Fix) -> Fix:
+        """The verified fix of a frame (HxWx3 uint8 RGB) from its fast fix: the ``keypoint_candidates`` best of the
+        fix's candidates checked by learned keypoints, their inlier counts fused into the scores the pose consensus
+        weighed (:func:`.keypoints.fuse_inliers`), the consensus run again. Its covariance is the fast fix's spread
+        of candidates, taken about the verified position (the map's calibrated scale): it widens when the keypoints
+        move the fix away from where the fast ranking's candidates agree. Timings: the fast fix's plus
+        ``kp_extract``, ``kp_match``, ``kp_geometry`` and ``kp_pose``."""
+        if not self.verifies_keypoints:
+            raise MapError(f"map {self.map.path} gives no verified fix (no learned keypoints, or keypoint_weight 0)")
+        c = self.config
+        t = dict(fix.timings_ms)
+        top = np.asarray(fix.candidate_ids[:c.top_k])
+        k = min(c.keypoint_candidates, len(top))
+        t0 = time.perf_counter()
+        kp = self.keypoint_extractor()(rgb)
+        t["kp_extract"] = (time.perf_counter() - t0) * 1e3
+        inliers = self._keypoints.inliers(kp, top[:k], t)
+        t0 = time.perf_counter()
+        s = fuse_inliers(fix.pose_scores[:len(top)], inliers, self.keypoint_weight)
+        order = np.argsort(-s, kind="stable")
+        top, s = top[order], s[order]
+        pl = self.map.places
+        est = estimate(pl.xyz[top], s, self.pose_model, None if self._yaws is None else self._yaws[top],
+                       self.crowd(top) if self.pose_model.crowding else None)
+        best = int(top[est.inliers[np.argmax(s[est.inliers])]])
+        pm = self.pose_model
+        fast_top = np.asarray(fix.candidate_ids[:len(top)])
+        cov2 = pm.alpha ** 2 * raw_covariance(pl.xyz[fast_top, :2], weights(fix.pose_scores[:len(top)], pm.temperature),
+                                              est.xyz[:2], pm.spacing)
+        est.cov6[:2, :2] = cov2
+        yaw = est.yaw
+        if c.camera_hfov_deg > 0 and self._yaws is not None:  # the frame's heading from its matches with the best place
+            rel = self._keypoints.yaw_to(kp, best, intrinsics(kp.size, rgb.shape, c.camera_hfov_deg))
+            if rel is not None:
+                yaw = float(np.arctan2(np.sin(self._yaws[best] + rel), np.cos(self._yaws[best] + rel)))
+        ids = np.concatenate([top, fix.candidate_ids[len(top):]])
+        sims = np.concatenate([np.asarray(fix.candidate_scores[:len(top)])[order], fix.candidate_scores[len(top):]])
+        out = Fix(fix.ok, fix.state, est.xyz, yaw, cov2, est.cov6, fix.score, est.support, best,
+                  int(self.index.cells[best]), ids, sims, condition=fix.condition, stamp=fix.stamp, timings_ms=t,
+                  message=fix.message, pose_scores=s, verified=True, inliers=inliers)
+        self.set_geodetic(out)
+        t["kp_pose"] = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def localize_verified(self, image: np.ndarray | str | Path, stamp: float | None = None) -> tuple[Fix, Fix | None]:
+        """The fast fix of one image and, on maps that give one, its verified fix (else None)."""
+        rgb = load_image(image) if isinstance(image, (str, Path)) else image
+        fast = self.localize(rgb, stamp)
+        return fast, (self.verify_fix(rgb, fast) if self.verifies_keypoints else None)
 
     def set_geodetic(self, fix: Fix) -> None:
         """Fill the fix's lat/lon/alt from its map-frame position (georeferenced maps)."""
@@ -316,3 +406,5 @@ class Localizer:
     def close(self) -> None:
         self.cnn.close()
         self.encoder.close()
+        if self._extractor is not None:
+            self._extractor.close()

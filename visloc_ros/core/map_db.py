@@ -1,7 +1,8 @@
 """The map folder: ``map.yaml``, ``places.sqlite``, ``descriptors.npy``, ``latents.npy``,
 ``som_codebook.npy``, ``encoder.onnx``, ``appearance.npy`` (the places' thumbnails), ``regional.npy`` (their
-regional CNN descriptors) and ``local.npy`` (their local CNN features); the last three are optional: maps written
-before them have none.
+regional CNN descriptors), ``local.npy`` (their local CNN features) and ``keypoints_xy.npy``,
+``keypoints_desc.npy``, ``keypoints_score.npy`` (their learned keypoints, :mod:`.keypoints`); these are optional:
+maps written before them, or built without them, have none.
 
 Written atomically: everything goes into a hidden temp folder beside the target, ``map.yaml`` last,
 then one rename. A folder without ``map.yaml`` is an interrupted write and is refused on load, as is a
@@ -33,6 +34,7 @@ APPEARANCE = "appearance.npy"  # optional: places' thumbnails (maps written befo
 REGIONAL = "regional.npy"  # optional: places' regional CNN descriptors (likewise)
 LOCAL = "local.npy"  # optional: places' local CNN features (likewise)
 CODEBOOK = "som_codebook.npy"
+KEYPOINT_FILES = ("keypoints_xy.npy", "keypoints_desc.npy", "keypoints_score.npy")  # optional: learned keypoints
 
 _SCHEMA = """
 CREATE TABLE places (
@@ -132,6 +134,22 @@ def _read_places(path: Path) -> Places:
 
 
 @dataclass
+class KeypointArrays:
+    """Every place's learned keypoints (:mod:`.keypoints`), row ``i`` = place ``i`` (memory-mapped when loaded)."""
+
+    xy: np.ndarray     # (N, K, 2) float16 pixels at the canonical size of the image's orientation
+    desc: np.ndarray   # (N, K, D) int8 unit descriptors x 127
+    score: np.ndarray  # (N, K) float16
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    def concat(self, other: "KeypointArrays") -> "KeypointArrays":
+        return KeypointArrays(*(np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in
+                                ((self.xy, other.xy), (self.desc, other.desc), (self.score, other.score))))
+
+
+@dataclass
 class MapData:
     """A loaded (or about to be written) map."""
 
@@ -144,6 +162,7 @@ class MapData:
     appearance: np.ndarray | None = None  # (N, appearance.DIM) float16 thumbnails (memory-mapped), None in older maps
     regional: np.ndarray | None = None  # (N, REGIONAL_DIM) float16 regional CNN descriptors (likewise)
     local: np.ndarray | None = None  # (N, P, LOCAL_CHANNELS) float16 local CNN features (likewise)
+    keypoints: "KeypointArrays | None" = None  # learned keypoints (likewise)
 
     @property
     def datum(self) -> Datum | None:
@@ -169,7 +188,8 @@ def _write_yaml(path: Path, meta: dict) -> None:
 def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarray, latents: np.ndarray,
               codebook: np.ndarray, encoder_file: str | Path, overwrite: bool = False,
               appearance: np.ndarray | None = None, regional: np.ndarray | None = None,
-              local: np.ndarray | None = None, cnn_file: str | Path | None = None) -> Path:
+              local: np.ndarray | None = None, cnn_file: str | Path | None = None,
+              keypoints: KeypointArrays | None = None) -> Path:
     """Write a complete map folder atomically (temp folder + rename); the encoder file is copied in, and
     ``cnn_file`` (a user's place-recognition network, ``meta['cnn']['file']``) when given."""
     out = Path(out).absolute()
@@ -183,6 +203,8 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         raise MapError(f"refusing to write an inconsistent map: {n} places, {len(regional)} regional descriptors")
     if local is not None and len(local) != n:
         raise MapError(f"refusing to write an inconsistent map: {n} places, {len(local)} local features")
+    if keypoints is not None and len(keypoints) != n:
+        raise MapError(f"refusing to write an inconsistent map: {n} places, {len(keypoints)} keypoint sets")
     if out.exists() and not overwrite:
         raise MapError(f"{out} already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +222,10 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
             np.save(tmp / REGIONAL, np.ascontiguousarray(regional, dtype=np.float16))
         if local is not None:
             np.save(tmp / LOCAL, np.ascontiguousarray(local, dtype=np.float16))
+        if keypoints is not None:
+            for name, a, dtype in zip(KEYPOINT_FILES, (keypoints.xy, keypoints.desc, keypoints.score),
+                                      (np.float16, np.int8, np.float16)):
+                np.save(tmp / name, np.ascontiguousarray(a, dtype=dtype))
         shutil.copyfile(encoder_file, tmp / "encoder.onnx")
         if cnn_file is not None:
             shutil.copyfile(cnn_file, tmp / meta["cnn"]["file"])
@@ -263,6 +289,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         required.append(REGIONAL)
     if meta.get("local"):
         required.append(LOCAL)
+    if meta.get("keypoints"):
+        required.extend(KEYPOINT_FILES)
     if (meta.get("cnn") or {}).get("layout") == LAYOUT_GLOBAL:  # a user's network, kept in the map
         required.append(meta["cnn"].get("file", MAP_CNN_FILE))
     missing = [f for f in required if not (p / f).is_file()]
@@ -274,6 +302,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
         cb = np.load(p / CODEBOOK)
         app, reg, loc = (np.load(p / f, mmap_mode="r" if mmap else None) if (p / f).is_file() else None
                          for f in (APPEARANCE, REGIONAL, LOCAL))
+        kp = (KeypointArrays(*(np.load(p / f, mmap_mode="r" if mmap else None) for f in KEYPOINT_FILES))
+              if meta.get("keypoints") else None)
     except (ValueError, OSError) as e:
         raise MapError(f"map {p} has an unreadable array file: {e}") from None
     places = _read_places(p / PLACES_DB)
@@ -288,6 +318,10 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
     if loc is not None and (loc.ndim != 3 or loc.shape[0] != n or loc.shape[2] != LOCAL_CHANNELS):
         raise MapError(f"map {p} has {LOCAL} of shape {loc.shape}, expected ({n}, positions, {LOCAL_CHANNELS}); "
                        f"rebuild it")
+    if kp is not None and not (kp.xy.ndim == 3 and kp.xy.shape[0] == n and kp.xy.shape[2] == 2
+                               and kp.desc.shape[:2] == kp.xy.shape[:2] and kp.score.shape == kp.xy.shape[:2]):
+        raise MapError(f"map {p} has keypoint arrays of shapes {kp.xy.shape}, {kp.desc.shape}, {kp.score.shape}, "
+                       f"expected ({n}, K, 2), ({n}, K, D), ({n}, K); rebuild them with `visloc map keypoints {p}`")
     if n == 0:
         raise MapError(f"map {p} has no places")
-    return MapData(p, meta, places, desc, lat, cb, app, reg, loc)
+    return MapData(p, meta, places, desc, lat, cb, app, reg, loc, kp)

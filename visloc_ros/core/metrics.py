@@ -27,6 +27,7 @@ class Predictions:
     cov2: np.ndarray        # (N, 2, 2)
     score: np.ndarray
     latency_ms: np.ndarray
+    yaw: np.ndarray | None = None  # (N,) radians, nan where not given
 
 
 def read_predictions(path: str | Path) -> Predictions:
@@ -48,7 +49,7 @@ def read_predictions(path: str | Path) -> Predictions:
     cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1] = col("cov_xx"), col("cov_xy"), col("cov_yy")
     cov[:, 1, 0] = cov[:, 0, 1]
     return Predictions([r["image"] for r in rows], np.stack([col("x"), col("y")], 1),
-                       np.stack([col("lat"), col("lon")], 1), cov, col("score"), col("latency_ms"))
+                       np.stack([col("lat"), col("lon")], 1), cov, col("score"), col("latency_ms"), col("yaw"))
 
 
 def write_predictions(path: str | Path, rows: list[dict]) -> None:
@@ -70,6 +71,7 @@ class Matched:
     condition: list[str] | None
     frame: str          # 'enu' (around ``datum``) or 'map'
     datum: object = None
+    yaw_error: np.ndarray | None = None  # (N,) |estimated - true yaw| (rad) where both are known, else nan
 
 
 def match(pred: Predictions, truth: Dataset) -> Matched:
@@ -100,7 +102,15 @@ def match(pred: Predictions, truth: Dataset) -> Matched:
         frame = "map"
     cov[have] = pred.cov2[idx[have]]
     lat[have] = pred.latency_ms[idx[have]]
-    return Matched(truth.images, est, t, cov, lat, truth.condition, frame, datum)
+    yaw_err = None
+    if truth.quat is not None and pred.yaw is not None:
+        from .pose import yaw_from_quat
+
+        est_yaw = np.full(n, np.nan)
+        est_yaw[have] = pred.yaw[idx[have]]
+        d = est_yaw - yaw_from_quat(truth.quat)
+        yaw_err = np.abs(np.arctan2(np.sin(d), np.cos(d)))
+    return Matched(truth.images, est, t, cov, lat, truth.condition, frame, datum, yaw_err)
 
 
 def summarize(m: Matched, radii: list[float], sel: np.ndarray | None = None) -> dict:
@@ -123,6 +133,9 @@ def summarize(m: Matched, radii: list[float], sel: np.ndarray | None = None) -> 
         d2[ok] = np.einsum("ni,nij,nj->n", d[ok], np.linalg.inv(c[ok]), d[ok])
         out["coverage_95"] = float(np.mean(d2 <= CHI2_2D_95))
         out["median_sigma"] = float(np.median(np.sqrt(np.trace(c, axis1=1, axis2=2) / 2)))
+    if m.yaw_error is not None and np.isfinite(m.yaw_error[sel]).any():
+        ye = np.degrees(m.yaw_error[sel][np.isfinite(m.yaw_error[sel])])
+        out["yaw_error_deg"] = {"median": float(np.median(ye)), "p90": float(np.percentile(ye, 90)), "n": int(ye.size)}
     lat = m.latency_ms[sel]
     lat = lat[np.isfinite(lat)]
     if lat.size:

@@ -8,6 +8,12 @@ Subscribes ``image`` (sensor_msgs/Image) or ``image/compressed``, ``camera_info`
 (nav_msgs/Odometry, drives the sequence filter); sensor-data QoS, overridable by parameters.
 Publishes ``/visloc/pose``, ``/visloc/fix`` (georeferenced maps), ``/visloc/status``, ``/diagnostics``,
 ``/visloc/places`` (transient local) and ``/visloc/debug_image`` (off by default).
+
+Single images on a map with learned keypoints: the fast fix goes out on ``/visloc/pose`` as soon as it is made;
+the frame then goes to a second worker through its own keep-latest slot, which publishes the verified fix
+(:meth:`~visloc_ros.core.localizer.Localizer.verify_fix`) of the same image stamp on ``/visloc/pose_verified``
+when it is ready. A frame that arrives while the verifier is busy replaces the one waiting (dropped and counted):
+the camera callback and the fast fix never wait for it.
 """
 from __future__ import annotations
 
@@ -58,6 +64,10 @@ class LocalizerNode(LifecycleNode):
         self.seq = None
         self.slot = LatestSlot()
         self.worker = None
+        self.verify_slot = LatestSlot()  # frames whose fast fix is out, for the verified fix
+        self.verifier = None
+        self.verified_latencies = deque(maxlen=500)
+        self.verified_done = deque(maxlen=200)  # publication times, for the verified rate
         self.subs = []
         self.pubs = {}
         self.active = False
@@ -125,6 +135,8 @@ class LocalizerNode(LifecycleNode):
             self.seq = make_filter(self.loc, kind=n.sequence_filter)
             self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta, n.sequence_filter)}")
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
+        if self.seq is None and self.loc.verifies_keypoints:
+            self.pubs["pose_verified"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose_verified", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
@@ -152,6 +164,10 @@ class LocalizerNode(LifecycleNode):
         self.active = True
         self.worker = threading.Thread(target=self._work, name="visloc-worker", daemon=True)
         self.worker.start()
+        if "pose_verified" in self.pubs:
+            self.verify_slot.reopen()
+            self.verifier = threading.Thread(target=self._verify_work, name="visloc-verifier", daemon=True)
+            self.verifier.start()
         self.get_logger().info(f"active: listening on {self.subs[0].topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -174,9 +190,11 @@ class LocalizerNode(LifecycleNode):
     def _stop_worker(self) -> None:
         self.active = False
         self.slot.close()
-        if self.worker is not None:
-            self.worker.join(timeout=5.0)
-            self.worker = None
+        self.verify_slot.close()
+        for t in (self.worker, self.verifier):
+            if t is not None:
+                t.join(timeout=5.0)
+        self.worker = self.verifier = None
 
     def _release(self) -> None:
         for p in self.pubs.values():
@@ -271,8 +289,25 @@ class LocalizerNode(LifecycleNode):
             self.withheld_in_row += 1
             state = LocalizationStatus.LOST if self.withheld_in_row >= self.node_cfg.lost_after else LocalizationStatus.UNCERTAIN
         self._publish_status(state, header, fix, latency, infer_ms)
+        if fix.ok and "pose_verified" in self.pubs:
+            self.verify_slot.put((rgb, fix, header, stamp, received))
         if "debug" in self.pubs:
             self._publish_debug(rgb, fix, header)
+
+    def _verify_work(self) -> None:
+        while self.active:
+            item = self.verify_slot.get(timeout=0.2)
+            if item is None:
+                continue
+            rgb, fast, header, stamp, received = item
+            try:
+                fix = self.loc.verify_fix(rgb, fast)
+            except Exception as e:  # keep answering whatever one frame does
+                self.get_logger().error(f"verified fix failed: {type(e).__name__}: {e}")
+                continue
+            self.pubs["pose_verified"].publish(conv.pose_msg(fix, header, self.t_base_cam))
+            self.verified_latencies.append((time.time() - stamp) * 1e3 if stamp > 0 else (time.time() - received) * 1e3)
+            self.verified_done.append(time.time())
 
     def _publish_status(self, state: int, header: Header, fix=None, latency: float = 0.0, infer: float = 0.0,
                         message: str = "") -> None:
@@ -331,6 +366,11 @@ class LocalizerNode(LifecycleNode):
                 "backend": self.loc.backend_name if self.loc else "",
                 "map_places": str(len(self.loc.map)) if self.loc else "0",
                 "map_path": self.cfg.map_path if self.cfg else "", "last_image_error": self.last_error}
+        if self.verifier is not None:  # the verified fix's own rate, drops and latency (stamp to publication)
+            vlat = np.array(self.verified_latencies) if self.verified_latencies else np.zeros(0)
+            vals.update({"verified_rate_hz": f"{sum(now - t <= 5.0 for t in self.verified_done) / 5.0:.2f}",
+                         "verified_frames_dropped": str(self.verify_slot.dropped),
+                         "verified_latency_p50_ms": f"{np.percentile(vlat, 50):.1f}" if vlat.size else ""})
         st.values = [KeyValue(key=k, value=v) for k, v in vals.items()]
         arr.status = [st]
         self.diag_pub.publish(arr)
