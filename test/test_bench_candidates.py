@@ -26,9 +26,9 @@ def test_bench_candidates_scores_each_answer_per_condition(xy_map, synth_xy, tmp
         assert 0 <= g["verified"] <= g[f"among_{k}"]
     assert groups["all"]["among_5"] > 0 and groups["all"]["fix"] > 0
     # the test map has learned keypoints: the keypoint-checked ranking and fix, and what the check costs
-    assert rep["keypoint_candidates"] == 10
+    assert rep["keypoint_candidates"] == 20 == k
     for g in groups.values():
-        assert 0 <= g["kp_first"] <= g["among_10"] and 0 <= g["kp_fix"] <= 1
+        assert 0 <= g["kp_first"] <= g[f"among_{k}"] and 0 <= g["kp_fix"] <= 1
     cost = rep["keypoint_cost_ms"]
     assert set(cost) == {"extract", "match", "geometry", "pose", "total"}
     assert 0 < cost["extract"]["p50"] <= cost["total"]["p50"] and cost["total"]["p50"] <= cost["total"]["p99"]

@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
     e.add_argument("--filter", choices=FILTER_KINDS,
                    help="with --sequence: one filter for every frame (default: the map's choice; untuned: places "
                         "without odometry, particles with it)")
+    e.add_argument("--fast", action="store_true",
+                   help="single images: the fast fix only (default on maps with learned keypoints: the verified fix)")
     e.add_argument("--out", required=True, metavar="DIR", help="metrics.json, TUM trajectories, plots")
     add_config_args(e)
     e.set_defaults(func=run_eval)
@@ -100,7 +102,7 @@ def run_eval(args) -> int:
 
     loc = Localizer(args.map, config_from(args, map_path=args.map))
     r = replay_bag(args.bag, loc, args.sequence, args.image_topic, args.gt_topic, args.odom_topic or None,
-                   progress_factory(args), filter_kind=args.filter)
+                   progress_factory(args), filter_kind=args.filter, verified=not args.fast)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"bag": str(args.bag), "map": str(args.map), "unreadable_frames": r.unreadable,

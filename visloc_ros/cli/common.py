@@ -30,13 +30,13 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="weight of the candidate verification by local CNN features (default: the map's fit from "
                         "`visloc tune`; until tuned the build's, 2 on maps built with local features; 0 = off)")
     p.add_argument("--keypoint-weight", type=float, metavar="W",
-                   help="weight of the learned keypoints' inlier counts in the verified fix (default: the map's, 2 "
+                   help="weight of the learned keypoints' inlier counts in the verified fix (default: the map's, 1 "
                         "on maps with keypoints; 0 = fast fix only)")
     p.add_argument("--camera-hfov", type=float, metavar="DEG", dest="camera_hfov_deg",
                    help="the camera's horizontal field of view: the verified fix then takes its yaw from the keypoint "
                         "matches with its best place (maps with orientations; default 0: the candidates' yaw)")
     p.add_argument("--keypoint-candidates", type=int, metavar="K",
-                   help="best places checked by learned keypoints for the verified fix (default 10)")
+                   help="best places checked by learned keypoints for the verified fix (default 20)")
 
 
 def config_from(args: argparse.Namespace, **extra):

@@ -45,12 +45,12 @@ class LocalizerConfig:
     local_weight: float = _f(-1.0, "Weight of the candidate verification by local CNN features (the best places "
                                    "re-ranked by them); negative = the map's fitted weight (visloc tune; the "
                                    "build's 2 until tuned), 0 = off.")
-    keypoint_candidates: int = _f(10, "Best places checked by learned keypoints for the verified fix (maps with keypoints).")
+    keypoint_candidates: int = _f(20, "Best places checked by learned keypoints for the verified fix (maps with keypoints).")
     camera_hfov_deg: float = _f(0.0, "Horizontal field of view of the camera (degrees; the map's images taken with the "
                                      "same camera); with it the verified fix takes its yaw from the keypoint "
                                      "matches with its best place; 0 = the candidates' own orientation.")
     keypoint_weight: float = _f(-1.0, "Weight of the keypoint inlier counts in the verified fix; negative = the map's "
-                                      "(2 from the build), 0 = no verified fix.")
+                                      "(1 from the build), 0 = no verified fix.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -33,7 +33,9 @@ class Replay:
 
 def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "/camera/image_raw",
                gt_topic: str = "/ground_truth/pose", odom_topic: str | None = "/odom", progress=None,
-               filter_kind: str | None = None) -> Replay:
+               filter_kind: str | None = None, verified: bool = True) -> Replay:
+    """Localize a bag's images offline: single images (the verified fix on maps with learned keypoints, unless
+    ``verified`` is False) or, with ``sequence``, the sequence filter on the bag's odometry."""
     info = topics(bag)
     if image_topic not in info:
         raise BagError(f"bag has no image topic {image_topic} (topics: {', '.join(sorted(info))})")
@@ -58,6 +60,8 @@ def replay_bag(bag, loc: Localizer, sequence: bool = False, image_topic: str = "
             continue
         if seq is None:
             fix = loc.localize(rgb, stamp=t / 1e9)
+            if verified and loc.verifies_keypoints:
+                fix = loc.verify_fix(rgb, fix)
         else:
             k = None if odo_t is None else nearest(odo_t, t, 100_000_000)
             fix = seq.update(rgb, odom_pose=None if k is None else odo_pose[k], stamp=t / 1e9)
