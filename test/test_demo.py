@@ -57,14 +57,22 @@ def test_demo_is_deterministic_in_its_recordings(demo, tmp_path):
     assert len(first) == len(second) and first == second
 
 
-def test_demo_live_through_localizer_node_over_dds(demo):
+def test_demo_live_through_localizer_node_over_dds(demo, tmp_path):
+    import shutil
+
+    from visloc_ros.core.build import add_keypoints
     from visloc_ros.tools.live import run_live
 
     out, r = demo
+    # the live demo's map has learned keypoints (the offline one does not need them): the node then also publishes
+    # verified single-image fixes, from a second worker, beside the filter's poses
+    shutil.copytree(out / "map", tmp_path / "map")
+    add_keypoints(tmp_path / "map")
     # real time (camera 5 Hz, odometry 50 Hz): what a robot sends; faster playback can drop frames on 2 cores
-    live = run_live(out / "localization_run" / "bag", out / "map", rate=1.0, log=lambda *_: None)
+    live = run_live(out / "localization_run" / "bag", tmp_path / "map", rate=1.0, log=lambda *_: None)
     assert live["poses_received"] >= 0.9 * live["images_played"]
     assert live["median_error_m"] < 1.5 and live["within_2m"] >= 0.85
+    assert live["verified_received"] >= 1 and live["verified_median_error_m"] is not None
 
 
 def test_demo_cli_refuses_a_non_empty_folder(tmp_path):

@@ -65,6 +65,11 @@ def summary(r: dict, out) -> str:
         lines.append(f"| live over DDS (localizer_node, bag at {lv['rate']:g}x): poses / images | {lv['poses_received']} / "
                      f"{lv['images_played']}, median error {lv['median_error_m']:.2f} m, within 2 m "
                      f"{100 * lv['within_2m']:.1f} %, coverage {100 * lv['coverage_95']:.1f} % |")
+        if lv.get("verified_received"):
+            lines.append(f"| live: verified single-image fixes (keypoints, /visloc/pose_verified) | "
+                         f"{lv['verified_received']} of {lv['images_played']} images, median error "
+                         f"{lv['verified_median_error_m']:.2f} m, within 2 m {100 * lv['verified_within_2m']:.1f} %, "
+                         f"coverage {100 * lv['verified_coverage_95']:.1f} % |")
     t = r["timings"]
     lines += ["", f"time: generate {t['generate_s']:.0f} s, build map {t['build_map_s']:.0f} s, localize "
                   f"{t['localize_s']:.0f} s, total {t['total_s']:.0f} s",

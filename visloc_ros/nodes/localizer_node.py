@@ -9,10 +9,10 @@ Subscribes ``image`` (sensor_msgs/Image) or ``image/compressed``, ``camera_info`
 Publishes ``/visloc/pose``, ``/visloc/fix`` (georeferenced maps), ``/visloc/status``, ``/diagnostics``,
 ``/visloc/places`` (transient local) and ``/visloc/debug_image`` (off by default).
 
-Single images on a map with learned keypoints: the fast fix goes out on ``/visloc/pose`` as soon as it is made;
-the frame then goes to a second worker through its own keep-latest slot, which publishes the verified fix
-(:meth:`~visloc_ros.core.localizer.Localizer.verify_fix`) of the same image stamp on ``/visloc/pose_verified``
-when it is ready. A frame that arrives while the verifier is busy replaces the one waiting (dropped and counted):
+On a map with learned keypoints the fix goes out on ``/visloc/pose`` as soon as it is made (the fast fix, or the
+sequence filter's); the frame then goes to a second worker through its own keep-latest slot, which publishes the
+verified fix (:meth:`~visloc_ros.core.localizer.Localizer.verify_fix`: the frame's own best candidates checked by
+keypoints, a single-image answer) of the same image stamp on ``/visloc/pose_verified`` when it is ready. A frame that arrives while the verifier is busy replaces the one waiting (dropped and counted):
 the camera callback and the fast fix never wait for it.
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ class LocalizerNode(LifecycleNode):
             self.seq = make_filter(self.loc, kind=n.sequence_filter)
             self.get_logger().info(f"sequence filter: {fit_summary(self.loc.map.meta, n.sequence_filter)}")
         self.pubs["pose"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose", 10)
-        if self.seq is None and self.loc.verifies_keypoints:
+        if self.loc.verifies_keypoints:
             self.pubs["pose_verified"] = self.create_publisher(PoseWithCovarianceStamped, "/visloc/pose_verified", 10)
         if self.loc.georeferenced:
             self.pubs["fix"] = self.create_publisher(NavSatFix, "/visloc/fix", 10)

@@ -76,11 +76,11 @@ def run_demo(out: str | Path, spec: DemoSpec = DemoSpec(), live: bool = False, p
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cfg = LocalizerConfig(map_path=str(out / "map"))
-    # no learned keypoints: the demo localizes a stream (the sequence filter), and their extraction would double
-    # the build's time; `visloc map keypoints` adds them to the demo's map for single images
+    # learned keypoints only for the live run (the node publishes verified single-image fixes beside the filter's):
+    # the offline replay runs the sequence filter, and their extraction would add about a minute to the build
     build_map(read_csv(mrun.csv), out / "map", cfg, session="mapping_run", overwrite=True, progress=progress,
               training=EncoderTraining(degraded_per_image=spec.metric_learning,
-                                       metric_weight=1.0 if spec.metric_learning else 0.0), keypoints=False)
+                                       metric_weight=1.0 if spec.metric_learning else 0.0), keypoints=live)
     timings["build_map_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     loc = Localizer(out / "map", cfg)
