@@ -330,7 +330,8 @@ def test_the_verified_fix_checks_the_best_candidates_by_keypoints(xy_map, synth_
         arr[target] = a
         np.save(planted / name, arr)
     loc = Localizer(planted)
-    fast, verified = loc.localize_verified(rgb)
+    fast = loc.localize(rgb)
+    verified = loc.verify_fix(rgb, fast)
     assert verified.verified and not fast.verified
     assert verified.candidate_ids[0] == target and verified.pose_scores[0] == verified.pose_scores.max()
     xy = loc.map.places.xyz[:, :2]
@@ -348,6 +349,6 @@ def test_the_verified_fix_checks_the_best_candidates_by_keypoints(xy_map, synth_
     meta = yaml.safe_load((bare / "map.yaml").read_text())
     meta["keypoints"] = None
     (bare / "map.yaml").write_text(yaml.safe_dump(meta))
-    assert Localizer(bare).localize_verified(rgb)[1] is None
+    assert not Localizer(bare).verifies_keypoints
     with pytest.raises(MapError, match="visloc map keypoints"):
         Localizer(bare, LocalizerConfig(map_path=str(bare), keypoint_weight=2.0))

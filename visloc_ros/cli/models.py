@@ -27,9 +27,8 @@ def run_export(args: argparse.Namespace) -> int:
     import warnings
 
     from ..core.descriptor import export_cnn
-    from ..core.model_files import sha256_file
-
     from ..core.keypoint_export import export_keypoints
+    from ..core.model_files import sha256_file
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

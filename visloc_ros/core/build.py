@@ -28,8 +28,8 @@ from .encoder import Encoder, EncoderTraining, train_device, train_encoder
 from .errors import BackendError, DatasetError, ImageError, MapError
 from .geo import datum_for
 from .localizer import DENSE_MAX, Localizer, best_first
-from .map_db import (APPEARANCE, KEYPOINT_FILES, LOCAL, REGIONAL, KeypointArrays, MapData, Places, load_map, update_meta,
-                     write_map)
+from .map_db import (APPEARANCE, KEYPOINT_FILES, LOCAL, REGIONAL, KeypointArrays, MapData, Places, load_map,
+                     replace_keypoints, update_meta, write_map)
 from .model_files import sha256_file
 from .pose import (PLAIN_REFINE, REFINE_CHOICES, TEMPERATURES, Crowding, PoseModel, clearly_better, estimate, fit_alpha,
                    raw_covariance, weights)
@@ -201,14 +201,7 @@ def add_keypoints(map_path: str | Path, config: LocalizerConfig | None = None,
         arrays = extract_keypoints(paths, extractor, progress)
     finally:
         extractor.close()
-    if m.meta.get("keypoints"):  # the old arrays are replaced: the map reads as one without them meanwhile
-        update_meta(m.path, "keypoints", None)
-    for name, a, dtype in zip(KEYPOINT_FILES, (arrays.xy, arrays.desc, arrays.score), (np.float16, np.int8, np.float16)):
-        tmp = m.path / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(a, dtype=dtype))
-        tmp.replace(m.path / name)
-    update_meta(m.path, "keypoints", keypoint_meta(extractor, arrays))
+    replace_keypoints(m.path, arrays, keypoint_meta(extractor, arrays))
     return load_map(m.path)
 
 
@@ -466,9 +459,7 @@ def add_places(map_path: str | Path, ds: Dataset, session: str, config: Localize
     if m.keypoints is not None:  # the new places get keypoints too, from the extractor the map's were made with
         extractor = keypoint_extractor(config, required=True)
         try:
-            if extractor.sha256 != (m.meta["keypoints"].get("sha256") or extractor.sha256):
-                raise MapError(f"map {m.path}'s keypoints come from another keypoint model than the installed one: "
-                               f"re-extract them with `visloc map keypoints {m.path}` first")
+            extractor.check_map(m)
             kp = m.keypoints.concat(extract_keypoints([ds.path(int(i)) for i in kept], extractor, progress))
         finally:
             extractor.close()

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .backends import create_backend
-from .errors import BackendError
+from .errors import BackendError, MapError
 from .keypoint_export import EXTRACTOR, SIZES, model_file
 from .model_files import Profile, sha256_file
 
@@ -37,7 +37,7 @@ RANSAC_ITERS = 2000
 
 @dataclass
 class Keypoints:
-    """One image's (or, with a leading axis, several images') keypoints at the canonical size ``size`` (W, H)."""
+    """One image's keypoints at the canonical size ``size`` (W, H) of its orientation."""
 
     xy: np.ndarray      # (N, 2) float32 pixels
     desc: np.ndarray    # (N, D) float32, L2-normalised
@@ -93,6 +93,13 @@ class KeypointExtractor:
         except Exception as e:  # ONNX Runtime's own error types
             raise BackendError(f"keypoint model {self.paths[o]} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         return Keypoints(out[:, :2].copy(), out[:, 3:].copy(), out[:, 2].copy(), (w, h))
+
+    def check_map(self, m) -> None:
+        """Refuse (one line) a map whose keypoints another extractor made: the hashes its ``map.yaml`` records."""
+        want = (m.meta.get("keypoints") or {}).get("sha256") or {}
+        if any(want.get(o) not in (None, h) for o, h in self.sha256.items()):
+            raise MapError(f"map {m.path}'s keypoints were extracted by another keypoint model than the installed "
+                           f"one: re-extract them with `visloc map keypoints {m.path}`")
 
     def close(self) -> None:
         for b in self._backends.values():

@@ -332,11 +332,11 @@ class Localizer:
         map did not record is refused)."""
         if self._extractor is None:
             ex = KeypointExtractor(self.config.backend, self.config.threads)
-            want = (self.map.meta.get("keypoints") or {}).get("sha256") or {}
-            if any(want.get(o) not in (None, h) for o, h in ex.sha256.items()):
+            try:
+                ex.check_map(self.map)
+            except MapError:
                 ex.close()
-                raise MapError(f"map {self.map.path}'s keypoints were extracted by another keypoint model than the "
-                               f"installed one: re-extract them with `visloc map keypoints {self.map.path}`")
+                raise
             self._extractor = ex
         return self._extractor
 
@@ -351,7 +351,7 @@ class Localizer:
             raise MapError(f"map {self.map.path} gives no verified fix (no learned keypoints, or keypoint_weight 0)")
         c = self.config
         t = dict(fix.timings_ms)
-        top = np.asarray(fix.candidate_ids[:c.top_k])
+        fast_top = top = np.asarray(fix.candidate_ids[:c.top_k])
         k = min(c.keypoint_candidates, len(top))
         t0 = time.perf_counter()
         kp = self.keypoint_extractor()(rgb)
@@ -366,7 +366,6 @@ class Localizer:
                        self.crowd(top) if self.pose_model.crowding else None)
         best = int(top[est.inliers[np.argmax(s[est.inliers])]])
         pm = self.pose_model
-        fast_top = np.asarray(fix.candidate_ids[:len(top)])
         cov2 = pm.alpha ** 2 * raw_covariance(pl.xyz[fast_top, :2], weights(fix.pose_scores[:len(top)], pm.temperature),
                                               est.xyz[:2], pm.spacing)
         est.cov6[:2, :2] = cov2
@@ -383,12 +382,6 @@ class Localizer:
         self.set_geodetic(out)
         t["kp_pose"] = (time.perf_counter() - t0) * 1e3
         return out
-
-    def localize_verified(self, image: np.ndarray | str | Path, stamp: float | None = None) -> tuple[Fix, Fix | None]:
-        """The fast fix of one image and, on maps that give one, its verified fix (else None)."""
-        rgb = load_image(image) if isinstance(image, (str, Path)) else image
-        fast = self.localize(rgb, stamp)
-        return fast, (self.verify_fix(rgb, fast) if self.verifies_keypoints else None)
 
     def set_geodetic(self, fix: Fix) -> None:
         """Fill the fix's lat/lon/alt from its map-frame position (georeferenced maps)."""

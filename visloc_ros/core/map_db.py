@@ -35,6 +35,7 @@ REGIONAL = "regional.npy"  # optional: places' regional CNN descriptors (likewis
 LOCAL = "local.npy"  # optional: places' local CNN features (likewise)
 CODEBOOK = "som_codebook.npy"
 KEYPOINT_FILES = ("keypoints_xy.npy", "keypoints_desc.npy", "keypoints_score.npy")  # optional: learned keypoints
+KEYPOINT_DTYPES = (np.float16, np.int8, np.float16)
 
 _SCHEMA = """
 CREATE TABLE places (
@@ -144,9 +145,20 @@ class KeypointArrays:
     def __len__(self) -> int:
         return len(self.xy)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.xy, self.desc, self.score
+
     def concat(self, other: "KeypointArrays") -> "KeypointArrays":
-        return KeypointArrays(*(np.concatenate([np.asarray(a), np.asarray(b)]) for a, b in
-                                ((self.xy, other.xy), (self.desc, other.desc), (self.score, other.score))))
+        return KeypointArrays(*(np.concatenate([np.asarray(a), np.asarray(b)])
+                                for a, b in zip(self.arrays(), other.arrays())))
+
+    def save(self, folder: Path) -> None:
+        """Write the three arrays into ``folder`` (:data:`KEYPOINT_FILES`), each to a temp file then renamed."""
+        for name, a, dtype in zip(KEYPOINT_FILES, self.arrays(), KEYPOINT_DTYPES):
+            tmp = folder / f".{name}.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(a, dtype=dtype))
+            tmp.replace(folder / name)
 
 
 @dataclass
@@ -223,9 +235,7 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
         if local is not None:
             np.save(tmp / LOCAL, np.ascontiguousarray(local, dtype=np.float16))
         if keypoints is not None:
-            for name, a, dtype in zip(KEYPOINT_FILES, (keypoints.xy, keypoints.desc, keypoints.score),
-                                      (np.float16, np.int8, np.float16)):
-                np.save(tmp / name, np.ascontiguousarray(a, dtype=dtype))
+            keypoints.save(tmp)
         shutil.copyfile(encoder_file, tmp / "encoder.onnx")
         if cnn_file is not None:
             shutil.copyfile(cnn_file, tmp / meta["cnn"]["file"])
@@ -262,6 +272,18 @@ def update_meta(path: str | Path, section: str, value) -> dict:
         tmp.unlink(missing_ok=True)
         raise MapError(f"cannot update {m.path / MAP_YAML}: {e.strerror or e}") from None
     return meta
+
+
+def replace_keypoints(path: str | Path, keypoints: KeypointArrays, section: dict) -> None:
+    """Give a complete map new keypoint arrays: ``map.yaml``'s ``keypoints`` section is dropped first (the map reads
+    as one without them meanwhile), the arrays written, the new ``section`` set last."""
+    m = load_map(path)
+    if len(keypoints) != len(m):
+        raise MapError(f"refusing to write an inconsistent map: {len(m)} places, {len(keypoints)} keypoint sets")
+    if m.meta.get("keypoints"):
+        update_meta(m.path, "keypoints", None)
+    keypoints.save(m.path)
+    update_meta(m.path, "keypoints", section)
 
 
 def load_map(path: str | Path, mmap: bool = True) -> MapData:

@@ -37,24 +37,19 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
                              "-r", f"odom:={ODOM_TOPIC}", "-r", f"camera_info:={INFO_TOPIC}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     got: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    verified: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # maps with learned keypoints: the verified fixes
     rclpy.init()
     client = rclpy.create_node("visloc_demo_live")
 
-    def on_pose(m):
-        t = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
-        p = m.pose.pose.position
-        c = np.array(m.pose.covariance).reshape(6, 6)[:2, :2]
-        got[t] = (np.array([p.x, p.y, p.z]), c)
+    def keep_in(store):
+        def on_pose(m):
+            p = m.pose.pose.position
+            store[m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec] = (
+                np.array([p.x, p.y, p.z]), np.array(m.pose.covariance).reshape(6, 6)[:2, :2])
+        return on_pose
 
-    client.create_subscription(PoseWithCovarianceStamped, "/visloc/pose", on_pose, 100)
-    verified: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def on_verified(m):
-        t = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
-        p = m.pose.pose.position
-        verified[t] = (np.array([p.x, p.y, p.z]), np.array(m.pose.covariance).reshape(6, 6)[:2, :2])
-
-    client.create_subscription(PoseWithCovarianceStamped, "/visloc/pose_verified", on_verified, 100)
+    client.create_subscription(PoseWithCovarianceStamped, "/visloc/pose", keep_in(got), 100)
+    client.create_subscription(PoseWithCovarianceStamped, "/visloc/pose_verified", keep_in(verified), 100)
     diag = []
     client.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(time.time()), 10)
     player_out = ""
@@ -95,25 +90,27 @@ def run_live(bag: str | Path, map_dir: str | Path, rate: float = 1.0, sequence: 
     if not got:
         raise VislocError(f"no pose came back from localizer_node ({player_out[-300:]})")
     gt_t, gt_p, _ = pose_track(bag, GT_TOPIC)
-    # ground truth at each pose's stamp (the image's), as `visloc bag eval` pairs them
-    pairs = [(t, nearest(gt_t, t, 50_000_000)) for t in sorted(got)]
-    ts = np.array([t for t, j in pairs if j is not None])
-    j = np.array([j for _, j in pairs if j is not None])
-    if not len(ts):
+
+    def scored(store) -> tuple[dict | None, int]:
+        """The poses of ``store`` with a ground-truth pose at their stamp (the image's, as `visloc bag eval` pairs
+        them) scored, and how many there were."""
+        pairs = [(t, nearest(gt_t, t, 50_000_000)) for t in sorted(store)]
+        ts = [t for t, j in pairs if j is not None]
+        if not ts:
+            return None, 0
+        j = np.array([j for _, j in pairs if j is not None])
+        est, cov = (np.array([store[t][k] for t in ts]) for k in (0, 1))
+        return score(est, cov, np.ones(len(ts), bool), gt_p[j]), len(ts)
+
+    m, n = scored(got)
+    if m is None:
         raise VislocError("no pose from localizer_node has a ground-truth pose within 50 ms of its stamp")
-    est = np.array([got[t][0] for t in ts])
-    cov = np.array([got[t][1] for t in ts])
     # the poses carry the recording's stamps, so no latency is measured here (benchmarks/bench_live.py does)
-    m = score(est, cov, np.ones(len(ts), bool), gt_p[j])
-    m.update(images_played=int(n_images), poses_received=int(len(ts)), rate=rate, wall_s=round(wall, 1))
-    # the verified fixes (maps with learned keypoints): single-image answers checked by keypoints, published by
-    # the node's second worker for the frames it had time for
-    vp = [(t, nearest(gt_t, t, 50_000_000)) for t in sorted(verified)]
-    vt = [t for t, k in vp if k is not None]
-    m["verified_received"] = len(vt)
-    if vt:
-        v = score(np.array([verified[t][0] for t in vt]), np.array([verified[t][1] for t in vt]),
-                  np.ones(len(vt), bool), gt_p[np.array([k for _, k in vp if k is not None])])
+    m.update(images_played=int(n_images), poses_received=n, rate=rate, wall_s=round(wall, 1))
+    # the verified fixes: single-image answers checked by keypoints, published by the node's second worker for the
+    # frames it had time for
+    v, m["verified_received"] = scored(verified)
+    if v is not None:
         m.update(verified_median_error_m=v["median_error_m"], verified_within_2m=v["within_2m"],
                  verified_coverage_95=v["coverage_95"])
     return m
