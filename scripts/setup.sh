@@ -29,11 +29,23 @@ else
   "$PY" -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
     || need_apt+=(python3.11-dev)
 fi
+# The web page's browser test (test/test_web.py) drives Debian's chromium through its chromedriver; without them
+# that one test is skipped, so a failed install (Ubuntu ships chromium as a snap) only warns.
+need_browser=()
+command -v chromium >/dev/null 2>&1 || need_browser+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_browser+=(chromium-driver)
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_browser[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+if [ ${#need_browser[@]} -gt 0 ]; then
+  log "apt-get install ${need_browser[*]} (for the web page's browser test)"
+  $SUDO apt-get install -y -qq "${need_browser[@]}" \
+    || echo "WARNING: could not install ${need_browser[*]}: the web page's browser test will be skipped" >&2
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

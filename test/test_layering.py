@@ -1,5 +1,5 @@
 """The package's layers, read from its source (every import, lazy ones inside functions included):
-core < tools < sim < nodes / cli. Nothing imports upwards, nothing outside cli/ imports cli/, and the modules
+core < tools < sim < nodes / web / cli. Nothing imports upwards, nothing outside cli/ imports cli/, and the modules
 import no cycle of each other."""
 import ast
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import visloc_ros
 
 PKG = Path(visloc_ros.__file__).parent
-LAYER = {"core": 0, "tools": 1, "sim": 2, "nodes": 3, "cli": 3}
+LAYER = {"core": 0, "tools": 1, "sim": 2, "nodes": 3, "web": 3, "cli": 3}
 
 
 def module_name(path: Path) -> str:

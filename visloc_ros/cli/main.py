@@ -22,6 +22,7 @@ COMMANDS = {
     "bag": "visloc_ros.cli.bag",
     "demo": "visloc_ros.cli.demo",
     "tune": "visloc_ros.cli.tune",
+    "serve": "visloc_ros.cli.serve",
 }
 
 

@@ -1,0 +1,1 @@
+"""The map's web page and JSON API (``visloc serve``)."""
