@@ -5,10 +5,10 @@ Starts `visloc serve --map MAP` in its own process, uploads each photo of --imag
 curl send it) one after the other, and reports per upload (ms, p50 / p99): the round trip seen by the client, the
 localizer's own time (the `timings_ms.localizer` of the answer) and the difference (decoding, multipart parsing,
 JSON, HTTP); with truth in the CSV also the share of answers within --radius. --screenshot PNG saves the page,
-with the first photo's answer drawn, from headless chromium (Debian's chromium + chromium-driver).
+with the answer to one photo (--screenshot-photo) drawn, from headless chromium (Debian's chromium + chromium-driver).
 
     python benchmarks/bench_serve.py --map maps/campus --images-csv ../shared/data/bgu_campus/queries.csv \\
-        --radius 25 [--limit 100] [--screenshot docs/web_map.png] [--json OUT.json]
+        --radius 25 [--limit 100] [--screenshot docs/web_map.png --screenshot-photo 298] [--json OUT.json]
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def screenshot(base: str, photo: Path, out: str) -> None:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,820", "--hide-scrollbars"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000", "--hide-scrollbars"):
         opts.add_argument(a)
     drv = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=opts)
     try:
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--radius", type=float, default=25.0)
     ap.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
     ap.add_argument("--screenshot", metavar="PNG")
+    ap.add_argument("--screenshot-photo", type=int, default=0, metavar="I", help="row of --images-csv to upload for it")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
                 xyz = np.array([out["x"], out["y"], 0.0])
             err.append(float(np.linalg.norm(xyz[:2] - q.xyz[i, :2])))
         if a.screenshot:
-            screenshot(base, q.path(0), a.screenshot)
+            screenshot(base, q.path(a.screenshot_photo), a.screenshot)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
