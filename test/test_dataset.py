@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 from visloc_ros.core.dataset import read_csv, read_image_folder
 from visloc_ros.core.errors import DatasetError
@@ -69,3 +70,18 @@ def test_image_folder_with_exif_gps(tmp_path):
     assert np.allclose(ds.latlonalt[1, :2], [-31.2630, -34.8050], atol=1e-5)
     with pytest.raises(DatasetError, match="does not exist"):
         read_image_folder(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("gps", [
+    {1: "N", 2: (31.0, 15.0), 3: "E", 4: (34.0, 48.0, 0.0)},          # two numbers, not three
+    {1: "N", 2: (IFDRational(31, 0), IFDRational(15, 1), IFDRational(0, 0)), 3: "E", 4: (34.0, 48.0, 0.0)},  # x/0
+    {1: "N", 2: (95.0, 0.0, 0.0), 3: "E", 4: (34.0, 48.0, 0.0)},      # latitude out of range
+])
+def test_malformed_exif_gps_is_skipped_not_raised(tmp_path, gps):  # found by benchmarks/bench_reliability.py
+    img = Image.new("RGB", (8, 8))
+    exif = Image.Exif()
+    exif[0x8825] = gps
+    img.save(tmp_path / "bad.jpg", exif=exif)
+    _jpeg_with_gps(tmp_path / "good.jpg", 31.2620, 34.8040)
+    ds, skipped = read_image_folder(tmp_path)
+    assert ds.images == ["good.jpg"] and skipped == ["bad.jpg"]

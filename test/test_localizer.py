@@ -352,3 +352,15 @@ def test_the_verified_fix_checks_the_best_candidates_by_keypoints(xy_map, synth_
     assert not Localizer(bare).verifies_keypoints
     with pytest.raises(MapError, match="visloc map keypoints"):
         Localizer(bare, LocalizerConfig(map_path=str(bare), keypoint_weight=2.0))
+
+
+def test_a_map_yaml_value_of_the_wrong_type_is_one_line(geo_map, tmp_path):  # found by bench_reliability's fuzz
+    import yaml
+
+    m = tmp_path / "m"
+    shutil.copytree(geo_map, m)
+    meta = yaml.safe_load((m / "map.yaml").read_text())
+    meta["pose_model"]["spacing"] = "two metres"
+    (m / "map.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(MapError, match=r"map.yaml has a malformed value \(ValueError"):
+        Localizer(m)

@@ -18,7 +18,7 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from visloc_ros.core.preprocess import load_image  # noqa: E402
 from visloc_ros.msg import LocalizationStatus  # noqa: E402
@@ -140,6 +140,7 @@ def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy
     col = Collector(ros)
     pub = ros.create_publisher(Image, TOPIC, qos_profile_sensor_data)
     odom = ros.create_publisher(Odometry, "/odom", qos_profile_sensor_data)
+    info = ros.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
     try:
         assert wait_for_subscriber(ros, pub, col)
         rgb = load_image(sorted((synth_xy[1].parent / "query").glob("*.jpg"))[0])
@@ -159,6 +160,20 @@ def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy
         for _ in range(3):
             odom.publish(o)
             spin_until(ros, lambda: False, 0.3)
+        # odometry going back in time: the second message (0.5 s older) is refused
+        for sec in (100, 99):
+            o = Odometry()
+            o.header.stamp.sec, o.header.stamp.nanosec = sec, 500_000_000 if sec == 99 else 0
+            o.pose.pose.orientation.w = 1.0
+            odom.publish(o)
+            spin_until(ros, lambda: False, 0.3)
+        # camera_info that cannot describe a camera: zero size, NaN focal length
+        for w, fx in ((0, 200.0), (320, float("nan"))):
+            ci = CameraInfo()
+            ci.width, ci.height = w, 240
+            ci.k = [fx, 0.0, 160.0, 0.0, 200.0, 120.0, 0.0, 0.0, 1.0]
+            info.publish(ci)
+            spin_until(ros, lambda: False, 0.3)
         good = image_msg(ros, rgb)
         for _ in range(20):
             pub.publish(good)
@@ -166,12 +181,22 @@ def test_bad_messages_are_skipped_and_node_keeps_answering(ros, xy_map, synth_xy
                 break
         assert any(p.header.stamp == good.header.stamp for p in col.poses)
         assert proc.poll() is None  # still running
+        # diagnostics count the refused inputs by class
+
+        def counts():
+            d = {kv.key: kv.value for kv in col.diag[-1].status[0].values} if col.diag else {}
+            return {k: int(d.get(f"rejected_{k}", "0") or 0) for k in ("images", "odom", "camera_info", "frames_failed")}
+        assert spin_until(ros, lambda: counts()["images"] >= 3 and counts()["odom"] >= 2 and counts()["camera_info"] >= 2,
+                          5.0), counts()
+        assert counts()["frames_failed"] == 0
     finally:
         ros.destroy_publisher(pub)
         ros.destroy_publisher(odom)
+        ros.destroy_publisher(info)
         col.close()
         out = stop(proc)
     assert "image skipped" in out and "odom: non-finite" in out, out[-3000:]
+    assert "odom: stamp 0.500 s older than the last one" in out and "camera_info skipped" in out, out[-3000:]
 
 
 def test_sequence_filter_over_dds_without_then_with_odometry(ros, xy_map, synth_xy):

@@ -155,3 +155,72 @@ def test_keypoints_roundtrip_and_are_checked(tmp_path, parts):
     with pytest.raises(MapError, match="missing keypoints_desc.npy"):
         load_map(out)
     assert load_map(write_map(tmp_path / "m3", **parts)).keypoints is None  # a map without them
+
+
+def test_a_truncated_array_header_is_one_line(tmp_path, parts):
+    out = write_map(tmp_path / "m", **parts)
+    (out / "latents.npy").write_bytes((out / "latents.npy").read_bytes()[:20])  # cut inside the .npy header
+    with pytest.raises(MapError, match="unreadable array file"):
+        load_map(out)
+
+
+@pytest.mark.parametrize("key, value, msg", [("encoder", True, "encoder should be a mapping, not bool"),
+                                             ("som", [1, 2], "som should be a mapping, not list"),
+                                             ("format_version", "one", "format_version 'one', not a version number"),
+                                             ("format_version", True, "not a version number")])
+def test_map_yaml_values_of_the_wrong_type_are_one_line(tmp_path, parts, key, value, msg):
+    out = write_map(tmp_path / "m", **parts)
+    meta = yaml.safe_load((out / "map.yaml").read_text())
+    meta[key] = value
+    (out / "map.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(MapError, match=msg):
+        load_map(out)
+
+
+def test_replacing_is_one_exchange_and_killed_writes_are_swept(tmp_path, parts):
+    import subprocess
+    import sys
+
+    from visloc_ros.core.map_db import _exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "f").write_text("A")
+    (b / "f").write_text("B")
+    _exchange(a, b)
+    assert (a / "f").read_text() == "B" and (b / "f").read_text() == "A"
+    # what a killed write leaves beside the map: removed by the next write unless its process still runs
+    write_map(tmp_path / "m", **parts)
+    dead = tmp_path / ".m.tmp-999999"
+    dead.mkdir()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        running = tmp_path / f".m.tmp-{alive.pid}"
+        running.mkdir()
+        parts["places"].images[0] = "new.jpg"
+        write_map(tmp_path / "m", overwrite=True, **parts)
+        assert not dead.exists() and running.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    assert load_map(tmp_path / "m").places.images[0] == "new.jpg"
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".m.")) == [running.name]
+
+
+def test_a_full_disk_leaves_the_old_map(tmp_path, parts, monkeypatch):
+    import errno
+
+    import visloc_ros.core.map_db as mdb
+
+    write_map(tmp_path / "m", **parts)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mdb.np, "save", full)
+    with pytest.raises(MapError, match=r"cannot write map .*No space left on device \(the disk is full.*is unchanged"):
+        write_map(tmp_path / "m", overwrite=True, **parts)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".m.")]

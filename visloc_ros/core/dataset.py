@@ -150,10 +150,15 @@ def _exif_gps(path: Path) -> tuple[float, float, float] | None:
         return None
     if not gps or 2 not in gps or 4 not in gps:
         return None
-    lat, lon = deg(gps[2]), deg(gps[4])
+    try:  # malformed GPS (wrong counts, zero denominators, text): no position, the caller lists the file as skipped
+        lat, lon = deg(gps[2]), deg(gps[4])
+        alt = float(gps.get(6, 0.0))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if not (np.isfinite([lat, lon, alt]).all() and abs(lat) <= 90.0 and abs(lon) <= 180.0):
+        return None
     lat = -lat if gps.get(1) in ("S", b"S") else lat
     lon = -lon if gps.get(3) in ("W", b"W") else lon
-    alt = float(gps.get(6, 0.0))
     alt = -alt if gps.get(5) in (1, b"\x01") else alt
     return lat, lon, alt
 

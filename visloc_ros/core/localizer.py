@@ -101,6 +101,13 @@ class Localizer:
         one_blas_thread()
         self.config = config or LocalizerConfig(map_path=str(map_path))
         self.map = map_path if isinstance(map_path, MapData) else load_map(map_path)
+        try:
+            self._setup(cnn_model)
+        except (TypeError, AttributeError, KeyError, ValueError) as e:  # a map.yaml value of the wrong type
+            raise MapError(f"map {self.map.path}: map.yaml has a malformed value ({type(e).__name__}: {e}); "
+                           f"rebuild the map") from None
+
+    def _setup(self, cnn_model: str | Path | None) -> None:
         meta = self.map.meta
         cnn_path, layout = map_cnn(self.map.path, meta, cnn_model)
         c = self.config

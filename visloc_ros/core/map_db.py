@@ -11,6 +11,7 @@ format version newer than this code, or files that disagree on the number of pla
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import shutil
 import sqlite3
@@ -124,14 +125,19 @@ def _read_places(path: Path) -> Places:
         return Places([], np.zeros((0, 3)), session=[], cells=np.zeros(0, np.int32))
     cols = list(zip(*rows))
     num = lambda c: np.array([np.nan if v is None else v for v in c], dtype=float)  # noqa: E731
-    quat = np.stack([num(cols[j]) for j in range(4, 8)], 1)
-    lla = np.stack([num(cols[j]) for j in range(8, 11)], 1)
-    stamp = np.array([-1 if v is None else v for v in cols[11]], dtype=np.int64)
-    return Places(list(cols[0]), np.stack([num(cols[j]) for j in range(1, 4)], 1),
+    try:
+        quat = np.stack([num(cols[j]) for j in range(4, 8)], 1)
+        lla = np.stack([num(cols[j]) for j in range(8, 11)], 1)
+        stamp = np.array([-1 if v is None else v for v in cols[11]], dtype=np.int64)
+        xyz = np.stack([num(cols[j]) for j in range(1, 4)], 1)
+        cells = np.array(cols[14], dtype=np.int32)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise MapError(f"{path} holds a value of the wrong type: {e}") from None
+    return Places(list(cols[0]), xyz,
                   None if np.isnan(quat).all() else quat, None if np.isnan(lla).all() else lla,
                   None if (stamp < 0).all() else stamp, list(cols[12]),
                   None if all(v is None for v in cols[13]) else [v or "" for v in cols[13]],
-                  np.array(cols[14], dtype=np.int32))
+                  cells)
 
 
 @dataclass
@@ -220,6 +226,7 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
     if out.exists() and not overwrite:
         raise MapError(f"{out} already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -245,17 +252,86 @@ def write_map(out: str | Path, meta: dict, places: Places, descriptors: np.ndarr
                      "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         meta["encoder"] = dict(meta.get("encoder", {}), file="encoder.onnx")
         _write_yaml(tmp / MAP_YAML, meta)  # last: its presence marks a complete map
-        old = None
+        _fsync_tree(tmp)  # the new map's bytes are on disk before any name points at them (power loss)
         if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            # one atomic step: the old map moves to tmp's name as the new one takes its place; a kill at any moment
+            # leaves ``out`` either the whole old map or the whole new one
+            _exchange(tmp, out)
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+        _fsync_dir(out.parent)
+    except OSError as e:
+        try:
+            free = shutil.disk_usage(out.parent).free
+        except OSError:
+            free = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = e.errno == errno.ENOSPC or (free is not None and free < (1 << 20))
+        raise MapError(f"cannot write map {out}: {e.strerror or e}"
+                       f"{f' (the disk is full: {free / 1e6:.1f} MB free)' if full and free is not None else ''}; "
+                       f"{out} is unchanged") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _sweep_stale(out: Path) -> None:
+    """Remove the temp folders that killed writes of ``out`` left beside it (their process is gone)."""
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(d: Path) -> None:
+    for f in d.iterdir():
+        if f.is_file():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(d)
+
+
+_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths atomically (Linux >= 3.15)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap the folders ``a`` and ``b`` in one step (Linux renameat2 RENAME_EXCHANGE). Where the system has no such
+    call, two renames: the old map is parked beside the target, and a kill between them leaves it there, which
+    :func:`load_map` then names."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        f = libc.renameat2
+        f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        at_fdcwd = -100
+        if f(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err))
+    except (AttributeError, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in (None, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    parked = b.parent / f".{b.name}.old-{os.getpid()}"
+    os.rename(b, parked)
+    os.rename(a, b)
+    os.rename(parked, a)
 
 
 def update_meta(path: str | Path, section: str, value) -> dict:
@@ -286,11 +362,18 @@ def replace_keypoints(path: str | Path, keypoints: KeypointArrays, section: dict
     update_meta(m.path, "keypoints", section)
 
 
+# map.yaml's sections that are mappings when present
+_SECTIONS = ("encoder", "cnn", "som", "datum", "keypoints", "pose_model", "regional", "local", "appearance",
+             "sequence", "single", "calibration")
+
+
 def load_map(path: str | Path, mmap: bool = True) -> MapData:
     """Load and check a map folder; every problem is a one-line :class:`MapError`."""
     p = Path(path)
     if not p.exists():
-        raise MapError(f"map folder {p} does not exist")
+        parked = sorted(p.absolute().parent.glob(f".{p.name}.old-*")) if p.absolute().parent.is_dir() else []
+        raise MapError(f"map folder {p} does not exist" + (f"; an interrupted write left the previous map at {parked[0]}: "
+                                                          f"rename it back" if parked else ""))
     if not p.is_dir():
         raise MapError(f"{p} is not a folder (a map is a folder made by `visloc build-map`)")
     if not (p / MAP_YAML).is_file():
@@ -303,9 +386,22 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise MapError(f"{p / MAP_YAML} has no format_version: not a visloc_ros map")
     v = meta["format_version"]
-    if not isinstance(v, int) or v > FORMAT_VERSION:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise MapError(f"{p / MAP_YAML} has format_version {v!r}, not a version number: not a visloc_ros map")
+    bad = [k for k in _SECTIONS if meta.get(k) is not None and not isinstance(meta[k], dict)]
+    if bad:
+        raise MapError(f"{p / MAP_YAML} is malformed: {', '.join(bad)} should be a mapping, not "
+                       f"{', '.join(type(meta[k]).__name__ for k in bad)}; rebuild the map")
+    if v > FORMAT_VERSION:
         raise MapError(f"{p} has map format version {v}, newer than this visloc_ros reads ({FORMAT_VERSION}); "
                        f"upgrade visloc_ros or rebuild the map")
+    try:
+        return _load_checked(p, meta, mmap)
+    except (TypeError, AttributeError, KeyError, IndexError) as e:  # map.yaml fields of the wrong type
+        raise MapError(f"{p / MAP_YAML} is malformed ({type(e).__name__}: {e}); rebuild the map") from None
+
+
+def _load_checked(p: Path, meta: dict, mmap: bool) -> MapData:
     required = [PLACES_DB, DESCRIPTORS, LATENTS, CODEBOOK, meta.get("encoder", {}).get("file", "encoder.onnx")]
     if meta.get("regional"):  # the build's weight for it is in use until `visloc tune` fits one
         required.append(REGIONAL)
@@ -326,8 +422,8 @@ def load_map(path: str | Path, mmap: bool = True) -> MapData:
                          for f in (APPEARANCE, REGIONAL, LOCAL))
         kp = (KeypointArrays(*(np.load(p / f, mmap_mode="r" if mmap else None) for f in KEYPOINT_FILES))
               if meta.get("keypoints") else None)
-    except (ValueError, OSError) as e:
-        raise MapError(f"map {p} has an unreadable array file: {e}") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise MapError(f"map {p} has an unreadable array file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     places = _read_places(p / PLACES_DB)
     n = meta.get("n_places")
     if not (len(places) == len(desc) == len(lat) == n):

@@ -79,7 +79,11 @@ class LocalizerNode(LifecycleNode):
         self.odom_last = None  # latest odometry pose (x, y, yaw), odom frame
         self.odom_received = 0.0  # time.monotonic() of its arrival
         self.odom_stale = False
+        self.odom_stamp = None  # header stamp (s) of the latest accepted odometry
         self.camera_info_seen = False
+        # inputs refused, by class (diagnostics): images that do not decode, frames whose localization raised,
+        # odometry with a non-finite pose or going back in time, camera_info that cannot describe a camera
+        self.rejected = {"images": 0, "frames_failed": 0, "odom": 0, "camera_info": 0}
         self.cfg = self.node_cfg = None
         self._configure_error = ""
         # diagnostics in every state; while there is no map it also repeats the NO_MAP status and its reason
@@ -222,6 +226,13 @@ class LocalizerNode(LifecycleNode):
             self.slot.put(("compressed", msg, time.time()))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        k = np.asarray(msg.k, dtype=float)
+        if msg.width == 0 or msg.height == 0 or k.size != 9 or not np.all(np.isfinite(k)) or k[0] <= 0 or k[4] <= 0:
+            self.rejected["camera_info"] += 1
+            self.get_logger().warning(f"camera_info skipped: size {msg.width}x{msg.height}, fx {k[0] if k.size else '?'}, "
+                                      f"fy {k[4] if k.size > 4 else '?'} (zero size or a non-finite or non-positive "
+                                      f"focal length)", throttle_duration_sec=5.0)
+            return
         if not self.camera_info_seen:
             self.camera_info_seen = True
             self.get_logger().info(f"camera_info: {msg.width}x{msg.height}, frame {msg.header.frame_id or '?'}")
@@ -229,11 +240,25 @@ class LocalizerNode(LifecycleNode):
     def _on_odom(self, msg: Odometry) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         vals = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w], dtype=float)
-        if not np.all(np.isfinite(vals)) or np.linalg.norm(vals[3:]) < 1e-6:
+        with np.errstate(over="ignore", invalid="ignore"):
+            qn = float(np.linalg.norm(vals[3:]))
+        if not np.all(np.isfinite(vals)) or not np.isfinite(qn) or qn < 1e-6:
+            self.rejected["odom"] += 1
             self.get_logger().warning("odom: non-finite pose or zero quaternion, message skipped",
                                    throttle_duration_sec=5.0)
             return
-        self.odom_last = (float(vals[0]), float(vals[1]), float(yaw_from_quat(vals[3:] / np.linalg.norm(vals[3:]))))
+        stamp = conv.stamp_to_sec(msg.header.stamp)
+        if self.odom_stamp is not None and stamp < self.odom_stamp:
+            back = self.odom_stamp - stamp
+            if back <= max(self.node_cfg.odom_timeout_s if self.node_cfg else 1.0, 1.0):
+                self.rejected["odom"] += 1
+                self.get_logger().warning(f"odom: stamp {back:.3f} s older than the last one, message skipped",
+                                          throttle_duration_sec=5.0)
+                return
+            # a jump back by more than the odometry timeout is a clock reset (a bag looped, a simulator restarted)
+            self.get_logger().warning(f"odom: time jumped back by {back:.1f} s: taken as a clock reset")
+        self.odom_stamp = stamp
+        self.odom_last = (float(vals[0]), float(vals[1]), float(yaw_from_quat(vals[3:] / qn)))
         self.odom_received = time.monotonic()
 
     def _fresh_odometry(self):
@@ -258,7 +283,15 @@ class LocalizerNode(LifecycleNode):
             try:
                 self._process(*item)
             except Exception as e:  # keep answering whatever one frame does
-                self.get_logger().error(f"frame failed: {type(e).__name__}: {e}")
+                self.rejected["frames_failed"] += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                self.get_logger().error(f"frame failed: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
+                try:
+                    self._publish_status(LocalizationStatus.ERROR, Header(stamp=item[1].header.stamp,
+                                                                          frame_id=self.node_cfg.map_frame),
+                                         message=f"frame failed: {type(e).__name__}: {e}"[:500])
+                except Exception:  # the status itself could not be made: the log line above says it
+                    pass
 
     def _process(self, kind: str, msg, received: float) -> None:
         header = Header(stamp=msg.header.stamp, frame_id=self.node_cfg.map_frame)
@@ -267,6 +300,7 @@ class LocalizerNode(LifecycleNode):
             rgb = conv.image_to_rgb(msg) if kind == "raw" else conv.compressed_to_rgb(msg)
         except ImageError as e:
             self.last_error = str(e)
+            self.rejected["images"] += 1
             self.get_logger().warning(f"image skipped: {e}", throttle_duration_sec=2.0)
             self._publish_status(LocalizationStatus.ERROR, header, message=str(e))
             return
@@ -365,7 +399,8 @@ class LocalizerNode(LifecycleNode):
                 "latency_p99_ms": f"{np.percentile(lat, 99):.1f}" if lat.size else "",
                 "backend": self.loc.backend_name if self.loc else "",
                 "map_places": str(len(self.loc.map)) if self.loc else "0",
-                "map_path": self.cfg.map_path if self.cfg else "", "last_image_error": self.last_error}
+                "map_path": self.cfg.map_path if self.cfg else "", "last_image_error": self.last_error,
+                **{f"rejected_{k}": str(v) for k, v in self.rejected.items()}}
         if self.verifier is not None:  # the verified fix's own rate, drops and latency (stamp to publication)
             vlat = np.array(self.verified_latencies) if self.verified_latencies else np.zeros(0)
             vals.update({"verified_rate_hz": f"{sum(now - t <= 5.0 for t in self.verified_done) / 5.0:.2f}",
