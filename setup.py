@@ -35,7 +35,7 @@ setup(
         "tensorrt": ["tensorrt>=10", "pycuda>=2024.1"],
         "gpu": ["onnxruntime-gpu>=1.18"],
         "sim": ["mujoco>=3.3"],
-        "test": ["pytest>=8", "selenium>=4.20"],
+        "test": ["pytest>=8", "selenium>=4.20", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": [
         "visloc = visloc_ros.cli.main:main",

@@ -71,6 +71,12 @@ class OdometryTracker:
         self.prev: tuple[np.ndarray, float] | None = None
         self.offsets: deque = deque(maxlen=window)
 
+    def heading(self) -> float | None:
+        """The robot's map-frame heading from its last odometry pose and the tracked rotation (None before both)."""
+        if self.prev is None or not self.offsets:
+            return None
+        return float(np.angle(np.exp(1j * (self.prev[1] + self.rotation()))))
+
     def rotation(self) -> float:
         a = np.array(self.offsets)
         cost = np.abs(np.angle(np.exp(1j * (a[:, None] - a[None])))).sum(1)
@@ -202,9 +208,33 @@ class MapFilter:
         fix.cov6[:2, :2] = cov2
         fix.support = support
 
+    def _map_heading(self, centre: np.ndarray) -> float:
+        """The map's heading where the filter puts the robot: the circular mean of the orientations of the places
+        within two spacings of ``centre`` (the nearest one's alone when none is that close); NaN on maps without
+        orientations. Where odometry gives the robot's heading (its odom heading + the tracked rotation), the axis
+        is taken in the direction nearer to it (a corridor driven against the mapping run's direction)."""
+        yaws = self.loc._yaws
+        if yaws is None:
+            return float("nan")
+        d = np.linalg.norm(self.xy - centre, axis=1)
+        near = d <= 2.0 * self.spacing
+        if not near.any():
+            near = d == d.min()
+        w = np.exp(-0.5 * (d[near] / self.spacing) ** 2)
+        yaw = float(np.angle(np.sum(w * np.exp(1j * yaws[near]))))
+        pred = self.odometry.heading()
+        if pred is not None and abs(np.angle(np.exp(1j * (yaw - pred)))) > np.pi / 2:
+            yaw = float(np.angle(np.exp(1j * (yaw + np.pi))))
+        return yaw
+
     def _finish(self, fix: Fix, t0: float) -> Fix:
-        """Geodetic position, the heading that rotates the next odometry step, the filter step's time."""
+        """Geodetic position, the heading (the map's at the filter's estimate, not the single-image fix's, whose
+        candidates may lie in a look-alike corridor facing elsewhere: that heading rotated the odometry and sent the
+        estimate backwards through a building), the filter step's time."""
         self.loc.set_geodetic(fix)
+        yaw = self._map_heading(fix.xyz[:2])
+        if np.isfinite(yaw):
+            fix.yaw = yaw
         self.last_yaw = fix.yaw
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
         return fix

@@ -5,6 +5,9 @@ band, lane markings, sparse ceiling lamps, pipes with brackets and valves, a cab
 distance signs and numbered emergency niches.
 ``building``: one floor of an office building: a corridor loop with doorways into furnished rooms, painted
 walls with posters and notice boards, numbered doors, fire extinguishers and ceiling panel lights.
+``wings``: the same kind of floor built as two look-alike wings: the second half of the loop repeats the first
+(the same doors, rooms, furniture and paint; the room numbers and one wall panel in three differ), as in buildings
+whose wings were built to one plan; a place recogniser mostly cannot tell the halves apart.
 
 Each world also gives the centreline that trajectories follow and its lamps (geom material + light), which
 the renderer switches per frame for the lighting condition.
@@ -18,7 +21,7 @@ import numpy as np
 
 from . import textures as tx
 
-WORLDS = ("tunnel", "building")
+WORLDS = ("tunnel", "building", "wings")
 
 
 @dataclass
@@ -194,9 +197,10 @@ def tunnel(seed: int = 0, length: float = 200.0, fovy: float = 70.0) -> World:
                  lane_offset=-1.7, fovy=fovy, daylight=[sky])
 
 
-def building(seed: int = 0, fovy: float = 70.0) -> World:
+def building(seed: int = 0, fovy: float = 70.0, wings: bool = False) -> World:
     """One office floor: a rectangular corridor loop (2.4 m wide, 3 m high) with doorways into rooms on both
-    sides."""
+    sides. ``wings``: the loop's second half (its last two sides) is built from the same random draws as its first
+    half: two look-alike wings, the floor symmetric under a half turn."""
     m = _Mjcf(seed)
     rng = m.rng
     X, Y, C, H = 40.0, 24.0, 2.4, 3.0   # outer size, corridor width, height
@@ -205,6 +209,8 @@ def building(seed: int = 0, fovy: float = 70.0) -> World:
     ceil = m.material(tx.plain(rng, (225, 225, 220), grain=5), repeat=(0.5, 0.5))
     m.box((X / 2, Y / 2, H + 0.05), (X / 2 + 8, Y / 2 + 8, 0.05), ceil)
     room_n = [100]
+    panel, second_wing = [0], [False]
+    detail = np.random.default_rng([seed, 7])  # the second wing's own panels
 
     def wall(p0, p1, outward):
         """A straight corridor wall from p0 to p1 with doorways; ``outward`` is the unit normal away from the
@@ -218,7 +224,11 @@ def building(seed: int = 0, fovy: float = 70.0) -> World:
         while s < length - 0.5:
             run = float(min(length - s, rng.uniform(2.5, 6.0)))
             door_here = s + run + 1.0 < length - 0.5 and rng.random() < 0.6
-            mat = m.material(tx.painted_wall(rng, int(rng.integers(0, 6))))
+            look = tx.painted_wall(rng, int(rng.integers(0, 6)))
+            panel[0] += 1
+            if second_wing[0] and panel[0] % 3 == 0:  # one panel in three differs between the wings (its posters)
+                look = tx.painted_wall(detail, int(detail.integers(0, 6)))
+            mat = m.material(look)
             c = p0 + u * (s + run / 2) + nrm * 0.1
             m.box((c[0], c[1], H / 2), (run / 2, 0.1, H / 2), mat, yaw)
             if rng.random() < 0.25:  # fire extinguisher on the wall
@@ -269,6 +279,9 @@ def building(seed: int = 0, fovy: float = 70.0) -> World:
     corners_out = [(0, 0), (X, 0), (X, Y), (0, Y)]
     corners_in = [(C, C), (X - C, C), (X - C, Y - C), (C, Y - C)]
     for k in range(4):
+        if wings:  # sides 2 and 3 draw what sides 0 and 1 drew
+            rng.bit_generator.state = np.random.default_rng([seed, k % 2]).bit_generator.state
+            second_wing[0] = k >= 2
         a, b = np.array(corners_out[k], float), np.array(corners_out[(k + 1) % 4], float)
         u = (b - a) / np.linalg.norm(b - a)
         wall(a, b, np.array([u[1], -u[0]]))          # right of the direction = outside for a CCW loop
@@ -283,15 +296,16 @@ def building(seed: int = 0, fovy: float = 70.0) -> World:
         for t in np.linspace(0, 1, n, endpoint=False)[1:]:
             p = a + t * (b - a)
             m.lamp((p[0], p[1], H - 0.03), (0.3, 0.3, 0.02), color=(1.0, 1.0, 0.97), power=0.6, reach=0.25)
-    return World("building", seed, m.xml("building", fovy), m.assets, loop, True, m.lamps, camera_height=1.2,
+    name = "wings" if wings else "building"
+    return World(name, seed, m.xml(name, fovy), m.assets, loop, True, m.lamps, camera_height=1.2,
                  lane_offset=0.0, fovy=fovy)
 
 
 def make_world(name: str, seed: int = 0, **kw) -> World:
-    """``tunnel`` (keyword ``length``) or ``building``."""
+    """``tunnel`` (keyword ``length``), ``building`` or ``wings``."""
     if name == "tunnel":
         return tunnel(seed, **kw)
-    if name == "building":
-        return building(seed, **kw)
+    if name in ("building", "wings"):
+        return building(seed, wings=name == "wings", **kw)
     from ..core.errors import VislocError
     raise VislocError(f"unknown world {name!r} (choose from {', '.join(WORLDS)})")
