@@ -354,3 +354,37 @@ def test_evidence_hands_the_best_similarities_out_in_the_verified_order(xy_map, 
     assert PlaceFilter(plain, p)._verified(e, s) is s
     fix0 = PlaceFilter(loc, replace(p, verify_top=0)).update_embedding(replace(e, timings_ms={}))
     np.testing.assert_allclose(fix0.xyz[:2], places.xyz[int(order[0]), :2])
+
+
+def test_the_alias_check_scores_paths_carried_back_along_the_odometry(xy_map):
+    """A robot drove past places 0..9 of the ring map (each frame's evidence at its own place): the path that ends
+    at place 9 hears all of it; the path ending at place 29 hears nothing, unless turned by the angle that maps
+    places 0..9 onto 20..29, where the evidence then is."""
+    from visloc_ros.core.map_filter import OdometryTracker
+
+    loc = Localizer(xy_map)
+    f = SequenceFilter(loc, FilterParams.for_map(loc.map.meta))
+    xy = loc.map.places.xyz[:, :2]
+    ring = np.arctan2(xy[:, 1], xy[:, 0])
+    odo, rows, odos = np.zeros(2), [], []
+    for i in range(10):
+        if i:
+            odo = odo + xy[i] - xy[i - 1]
+        ev = np.zeros(len(xy))
+        ev[i] = 1.0
+        rows.append(ev)
+        odos.append(odo.copy())
+    ev, back = np.stack(rows), odo - np.stack(odos)
+    assert f._track_score(xy[9], 0.0, ev, back) == np.float64(10.0)
+    assert f._track_score(xy[29], 0.0, ev, back) < 1.0
+    turn = float(np.angle(np.exp(1j * (ring[29] - ring[9]))))
+    shifted = np.roll(ev, 20, axis=1)  # the same drive, had it been past places 20..29
+    assert f._track_score(xy[29], turn, shifted, back) > 9.5
+    assert f._track_score(xy[9], 0.0, shifted, back) < 1.0
+    # the tracker's rotation follows a turn of the robot's believed heading
+    tr = OdometryTracker()
+    tr.delta((0.0, 0.0), 0.1, 0.3)
+    tr.delta((1.0, 0.0), 0.1, 0.3)
+    assert abs(tr.heading() - 0.3) < 1e-9
+    tr.turn(np.pi)
+    assert abs(abs(np.angle(np.exp(1j * (tr.heading() - 0.3)))) - np.pi) < 1e-9

@@ -77,6 +77,10 @@ class OdometryTracker:
             return None
         return float(np.angle(np.exp(1j * (self.prev[1] + self.rotation()))))
 
+    def turn(self, angle: float) -> None:
+        """The robot turned out to be elsewhere, facing ``angle`` more than thought: the rotation follows."""
+        self.offsets = deque((o + angle for o in self.offsets), maxlen=self.offsets.maxlen)
+
     def rotation(self) -> float:
         a = np.array(self.offsets)
         cost = np.abs(np.angle(np.exp(1j * (a[:, None] - a[None])))).sum(1)
@@ -208,7 +212,7 @@ class MapFilter:
         fix.cov6[:2, :2] = cov2
         fix.support = support
 
-    def _map_heading(self, centre: np.ndarray) -> float:
+    def _map_heading(self, centre: np.ndarray, directed: bool = True) -> float:
         """The map's heading where the filter puts the robot: the circular mean of the orientations of the places
         within two spacings of ``centre`` (the nearest one's alone when none is that close); NaN on maps without
         orientations. Where odometry gives the robot's heading (its odom heading + the tracked rotation), the axis
@@ -222,7 +226,7 @@ class MapFilter:
             near = d == d.min()
         w = np.exp(-0.5 * (d[near] / self.spacing) ** 2)
         yaw = float(np.angle(np.sum(w * np.exp(1j * yaws[near]))))
-        pred = self.odometry.heading()
+        pred = self.odometry.heading() if directed else None
         if pred is not None and abs(np.angle(np.exp(1j * (yaw - pred)))) > np.pi / 2:
             yaw = float(np.angle(np.exp(1j * (yaw + np.pi))))
         return yaw

@@ -52,6 +52,9 @@ class SequenceFilter(MapFilter):
         self.mode_mass = 0.0
         self.odo_sum = np.zeros(2)
         self.hist.clear()
+        self.track: deque = deque(maxlen=max(1, self.p.alias_window))  # (evidence, map-frame odometry sum)
+        self.track_odo = np.zeros(2)
+        self.alias_wins = 0
 
     def _hypotheses(self, cxy: np.ndarray, wc: np.ndarray, odom_delta) -> tuple[np.ndarray, np.ndarray]:
         """Where to re-seed particles: this frame's candidates, weighted by how well the last ``history`` frames'
@@ -165,7 +168,75 @@ class SequenceFilter(MapFilter):
             self.scale[:k] = self.rng.normal(1.0, p.odom_scale_sd, k)
             self.agility[:k] = self._draw_agility(k)
         self.prev_places = (cxy, wc)
+        self._alias_check(fix, e, odom_delta, top, odom_delta is not None)
         return self._finish(fix, t0)
+
+    def _track_score(self, x: np.ndarray, turn: float, ev: np.ndarray, back: np.ndarray) -> float:
+        """The evidence summed along the path that ends at ``x`` and runs back along the window's odometry
+        (``back``: the map-frame steps since each frame of the window), turned by ``turn`` (radians: the heading
+        difference between ``x`` and the tracked position); each frame (a row of ``ev``) heard at the path's
+        nearest place, its lowest evidence off the map, minus a penalty for leaving the mapped path."""
+        c, s_ = np.cos(turn), np.sin(turn)
+        pts = x[None, :] - back @ np.array([[c, -s_], [s_, c]]).T
+        place, dist = self.lookup.nearest_place(pts)
+        rows = np.arange(len(ev))
+        heard = np.where(place >= 0, ev[rows, np.maximum(place, 0)], ev.min(1))
+        return float(heard.sum() - 0.5 * np.sum((dist / (self.p.path_sigma_spacings * self.spacing)) ** 2))
+
+    def _alias_check(self, fix: Fix, e: np.ndarray, odom_delta, top: np.ndarray, odom: bool) -> None:
+        """Look-alike places (a building's twin wings, a repeating tunnel): once the particles settle on one of two
+        aliases the other one's particles die out, and single frames cannot bring them back. So the tracked
+        position's path over the last ``alias_window`` frames (carried back along the odometry) is scored against
+        the paths of this frame's best places that lie far from it (each turned by its heading difference, both
+        ways along its corridor); the covariance takes the best alternative in while its path scores close to the
+        tracked one (the ellipse then says where else the robot may be), and the filter moves there when its path
+        wins by ``alias_switch`` on ``alias_confirm`` frames in a row."""
+        p, s = self.p, self.spacing
+        if odom_delta is None or p.alias_window <= 0:
+            self.track.clear()
+            self.track_odo = np.zeros(2)
+            return
+        self.track_odo = self.track_odo + np.asarray(odom_delta, float)[:2]
+        self.track.append((e, self.track_odo.copy()))
+        if len(self.track) < max(10, p.alias_window // 2):
+            return
+        centre = fix.xyz[:2]
+        xy = self.loc.map.places.xyz[:, :2]
+        far = top[np.linalg.norm(xy[top] - centre, axis=1) > p.alias_radius_spacings * s]
+        if len(far) == 0:
+            self.alias_wins = 0
+            return
+        h0 = self._map_heading(centre, directed=False)
+        ev = np.stack([v for v, _ in self.track])
+        back = self.track_odo - np.stack([o for _, o in self.track])
+        own = self._track_score(centre, 0.0, ev, back)
+        best, best_x, best_turn = -np.inf, None, 0.0
+        for j in far[np.argsort(-e[far])][:5]:
+            x = xy[j]
+            h1 = self._map_heading(x, directed=False)
+            dh = 0.0 if not (np.isfinite(h0) and np.isfinite(h1)) else h1 - h0
+            for turn in (dh, dh + np.pi):
+                sc = self._track_score(x, turn, ev, back)
+                if sc > best:
+                    best, best_x, best_turn = sc, x, turn
+        gain = best - own
+        self.alias_wins = self.alias_wins + 1 if gain > p.alias_switch else 0
+        if self.alias_wins >= p.alias_confirm:  # move there: the particles, and the heading, go along
+            n = len(self.pos)
+            self.pos = best_x + self.rng.normal(0, p.seed_sigma_spacings * s, (n, 2))
+            self.vel = np.zeros((n, 2))
+            self.centre = best_x.copy()
+            self.odometry.turn(best_turn)
+            cov2 = fix.cov2
+            self._set_estimate(fix, best_x, cov2, 1.0)
+            self.track.clear()
+            self.track_odo = np.zeros(2)
+            self.alias_wins = 0
+            return
+        w = 1.0 / (1.0 + np.exp(-gain / p.alias_temperature))
+        if w > 0.01:  # the alternative into the covariance, as a two-point mixture
+            d = best_x - centre  # the mixture's spread about the reported (tracked) position
+            self._set_estimate(fix, centre, fix.cov2 + w * np.outer(d, d), fix.support)
 
     def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
         """Which particles lie within ``r`` of ``centre``."""
