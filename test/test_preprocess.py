@@ -75,6 +75,9 @@ def test_bad_buffers_raise_image_error(rgb):
     h, w = rgb.shape[:2]
     with pytest.raises(ImageError, match="unknown image encoding 'rgb9'"):
         decode_raw(rgb.tobytes(), w, h, "rgb9")
+    with pytest.raises(ImageError) as e:  # the sender's text is quoted, so the reason stays one line
+        decode_raw(rgb.tobytes(), w, h, "rgb\n8")
+    assert "\n" not in str(e.value) and "'rgb\\n8'" in str(e.value)
     with pytest.raises(ImageError, match="zero size"):
         decode_raw(b"", 0, 0, "rgb8")
     with pytest.raises(ImageError, match="too small"):

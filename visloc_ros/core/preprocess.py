@@ -40,7 +40,7 @@ def decode_raw(data: bytes | bytearray | memoryview | np.ndarray, width: int, he
     """A raw ``sensor_msgs/Image`` buffer -> HxWx3 uint8 RGB (a new array; ``data`` is not kept)."""
     enc = encoding.strip()
     if enc not in _LAYOUT:
-        raise ImageError(f"unknown image encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+        raise ImageError(f"unknown image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
     if width <= 0 or height <= 0:
         raise ImageError(f"image has zero size ({width}x{height})")
     channels, depth = _LAYOUT[enc]
