@@ -57,6 +57,9 @@ class PlaceLookup:
         return np.where(self.near[flat], place, -1), self.dist[flat]
 
 
+HEADING_AGREE = 0.5  # rad: the single-image fix's heading is kept when within this of the map's at the estimate
+
+
 class OdometryTracker:
     """Odometry poses (odom frame) -> displacements in the map frame for the filter.
 
@@ -237,7 +240,10 @@ class MapFilter:
         estimate backwards through a building), the filter step's time."""
         self.loc.set_geodetic(fix)
         yaw = self._map_heading(fix.xyz[:2])
-        if np.isfinite(yaw):
+        # the fix's own heading where it agrees with the map's there (on a tight curve the estimate may lag a
+        # place behind, and the fix's candidates then know the heading better); the map's where it does not
+        agrees = np.isfinite(fix.yaw) and abs(np.angle(np.exp(1j * (fix.yaw - yaw)))) <= HEADING_AGREE
+        if np.isfinite(yaw) and not agrees:
             fix.yaw = yaw
         self.last_yaw = fix.yaw
         fix.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
