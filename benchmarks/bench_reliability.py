@@ -32,14 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from reliability import crash, fuzz, soak  # noqa: E402
+from reliability.rig import visloc  # noqa: E402
 
 NODE_FUZZ = {"Image": 250, "CompressedImage": 150, "CameraInfo": 100, "Odometry": 150}
 CLI_FUZZ = {"image files": 100, "CSV datasets": 150, "EXIF photos": 40, "map folders": 80}
-
-
-def visloc(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("visloc")
-    return ([str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]) + ["-q", *args]
 
 
 def prepare(work: Path, log) -> dict:

@@ -21,10 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def visloc(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("visloc")
-    return ([str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]) + ["-q", *args]
+from .rig import visloc
 
 
 def tree_hash(d: Path) -> dict[str, str]:
