@@ -313,21 +313,20 @@ def _exchange(a: Path, b: Path) -> None:
     """Swap the folders ``a`` and ``b`` in one step (Linux renameat2 RENAME_EXCHANGE). Where the system has no such
     call, two renames: the old map is parked beside the target, and a kill between them leaves it there, which
     :func:`load_map` then names."""
-    try:
-        import ctypes
+    import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        f = libc.renameat2
-        f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # a C library without the call
+        renameat2 = None
+    if renameat2 is not None:
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         at_fdcwd = -100
-        if f(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
             return
         err = ctypes.get_errno()
-        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # a real failure, not a missing feature
             raise OSError(err, os.strerror(err))
-    except (AttributeError, OSError) as e:
-        if isinstance(e, OSError) and e.errno not in (None, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
     parked = b.parent / f".{b.name}.old-{os.getpid()}"
     os.rename(b, parked)
     os.rename(a, b)

@@ -168,7 +168,7 @@ class SequenceFilter(MapFilter):
             self.scale[:k] = self.rng.normal(1.0, p.odom_scale_sd, k)
             self.agility[:k] = self._draw_agility(k)
         self.prev_places = (cxy, wc)
-        self._alias_check(fix, e, odom_delta, top, odom_delta is not None)
+        self._alias_check(fix, e, odom_delta, top)
         return self._finish(fix, t0)
 
     def _track_score(self, x: np.ndarray, turn: float, ev: np.ndarray, back: np.ndarray) -> float:
@@ -183,7 +183,7 @@ class SequenceFilter(MapFilter):
         heard = np.where(place >= 0, ev[rows, np.maximum(place, 0)], ev.min(1))
         return float(heard.sum() - 0.5 * np.sum((dist / (self.p.path_sigma_spacings * self.spacing)) ** 2))
 
-    def _alias_check(self, fix: Fix, e: np.ndarray, odom_delta, top: np.ndarray, odom: bool) -> None:
+    def _alias_check(self, fix: Fix, e: np.ndarray, odom_delta, top: np.ndarray) -> None:
         """Look-alike places (a building's twin wings, a repeating tunnel): once the particles settle on one of two
         aliases the other one's particles die out, and single frames cannot bring them back. So the tracked
         position's path over the last ``alias_window`` frames (carried back along the odometry) is scored against
@@ -227,8 +227,7 @@ class SequenceFilter(MapFilter):
             self.vel = np.zeros((n, 2))
             self.centre = best_x.copy()
             self.odometry.turn(best_turn)
-            cov2 = fix.cov2
-            self._set_estimate(fix, best_x, cov2, 1.0)
+            self._set_estimate(fix, best_x, fix.cov2, 1.0)
             self.track.clear()
             self.track_odo = np.zeros(2)
             self.alias_wins = 0
