@@ -388,3 +388,61 @@ def test_the_alias_check_scores_paths_carried_back_along_the_odometry(xy_map):
     assert abs(tr.heading() - 0.3) < 1e-9
     tr.turn(np.pi)
     assert abs(abs(np.angle(np.exp(1j * (tr.heading() - 0.3)))) - np.pi) < 1e-9
+
+
+def test_the_kept_alternative_follows_the_odometry_widens_the_ellipse_and_takes_over(xy_map):
+    """One alternative hypothesis is kept beside the particles: it moves with the odometry turned by its heading
+    difference, its score sums its evidence minus the tracked position's (forgotten at 1 / alias_window per frame),
+    the covariance takes it in while it scores close, and when it passes ``alias_switch`` on ``alias_confirm``
+    frames the filter moves there and the position it left becomes the alternative, with the opposite score."""
+    loc = Localizer(xy_map)
+    xy = loc.map.places.xyz[:, :2]
+    p = FilterParams(hub_prior=False, verify_top=0, alias_window=10, alias_switch=5.0, alias_confirm=2,
+                     alias_radius_spacings=3.0)
+    f = SequenceFilter(loc, p)
+    e0 = loc.embed(np.zeros((240, 320, 3), np.uint8))
+    sims = np.full(len(xy), 0.1, np.float32)
+    sims[0] = 1.0
+    f.update_embedding(replace(e0, timings_ms={}), sims=sims, odom_delta=np.zeros(2))
+    f.scale[:] = 1.0
+    ring = {"main": 0, "twin": 15}  # opposite sides of the ring: place i's twin is i + 15
+    f.alt = (xy[15].copy(), np.pi, 0.0)
+    spacing = loc.pose_model.spacing
+
+    def frame(ev_main: float, ev_twin: float):
+        """The robot drives on one place (the odometry's step); its twin moves one place on too."""
+        old = ring["main"]
+        main, twin = ring["main"], ring["twin"] = (old + 1) % 30, (ring["twin"] + 1) % 30
+        step = xy[main] - xy[old]
+        # each frame's evidence a bump about each place, as neighbouring places look alike
+        ev = sum(a * np.exp(-0.5 * (np.linalg.norm(xy - xy[i], axis=1) / spacing) ** 2)
+                 for i, a in ((main, ev_main), (twin, ev_twin)))
+        fix = replace(loc.localize_embedding(replace(e0, timings_ms={}), fused=sims, verify=False),
+                      xyz=np.array([*xy[main], 0.0]), cov2=np.eye(2) * 0.25)
+        f._alias_check(fix, ev, step, np.array([main, twin]))
+        return fix
+
+    # the twin's step is the robot's turned by a half turn (and pulled onto the places the evidence supports)
+    fix = frame(1.0, 1.0)
+    assert np.linalg.norm(f.alt[0] - xy[16]) < 0.1 * spacing
+    assert abs(f.alt[2]) < 0.2 and f.alias_wins == 0
+    # an alternative scoring as well as the tracked position: the ellipse reaches it (a two-point mixture)
+    d = xy[16] - fix.xyz[:2]
+    assert d @ np.linalg.solve(fix.cov2, d) < 5.991
+    # the twin hears more: the score grows by the difference, forgetting a tenth per frame
+    before = f.alt[2]
+    frame(1.0, 4.0)
+    assert abs(f.alt[2] - (0.9 * before + 3.0)) < 0.3
+    before = f.alt[2]
+    frame(1.0, 4.0)
+    assert abs(f.alt[2] - (0.9 * before + 3.0)) < 0.3 and f.alias_wins == 1
+    fix = frame(1.0, 4.0)  # second frame above the switch: the filter moves to the twin
+    assert np.linalg.norm(fix.xyz[:2] - xy[19]) < 0.1 * spacing
+    assert np.linalg.norm(f.pos.mean(0) - xy[19]) < spacing
+    left, turn, score = f.alt
+    np.testing.assert_allclose(left, xy[4])
+    assert turn == -np.pi and score < -p.alias_switch
+    # an alternative whose score falls below -alias_drop is forgotten
+    f.alt = (xy[4].copy(), 0.0, -p.alias_drop + 0.5)
+    frame(3.0, 1.0)
+    assert f.alt is None

@@ -55,6 +55,7 @@ class SequenceFilter(MapFilter):
         self.track: deque = deque(maxlen=max(1, self.p.alias_window))  # (evidence, map-frame odometry sum)
         self.track_odo = np.zeros(2)
         self.alias_wins = 0
+        self.alt = None  # the alternative hypothesis: (position, turn, score)
 
     def _hypotheses(self, cxy: np.ndarray, wc: np.ndarray, odom_delta) -> tuple[np.ndarray, np.ndarray]:
         """Where to re-seed particles: this frame's candidates, weighted by how well the last ``history`` frames'
@@ -183,28 +184,84 @@ class SequenceFilter(MapFilter):
         heard = np.where(place >= 0, ev[rows, np.maximum(place, 0)], ev.min(1))
         return float(heard.sum() - 0.5 * np.sum((dist / (self.p.path_sigma_spacings * self.spacing)) ** 2))
 
+    def _heard(self, x: np.ndarray, e: np.ndarray) -> float:
+        """This frame's evidence for the robot at ``x``: its nearest place's, minus the off-path penalty."""
+        place, dist = self.lookup.nearest_place(x[None])
+        heard = float(e[place[0]]) if place[0] >= 0 else float(e.min())
+        return heard - 0.5 * float(dist[0] / (self.p.path_sigma_spacings * self.spacing)) ** 2
+
+    def _follow(self, x: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """The alternative's position after its odometry step, pulled onto the places that this frame supports
+        near it (the evidence-weighted mean of the places within two spacings, as the particles' mode would)."""
+        s = self.spacing
+        d = np.linalg.norm(self.xy - x, axis=1)
+        near = d <= 2.0 * s
+        if not near.any():
+            return x
+        ll = self.p.beta_odom * e[near] - 0.5 * (d[near] / (self.p.path_sigma_spacings * s)) ** 2
+        w = np.exp(ll - ll.max())
+        return (w @ self.xy[near]) / w.sum()
+
     def _alias_check(self, fix: Fix, e: np.ndarray, odom_delta, top: np.ndarray) -> None:
         """Look-alike places (a building's twin wings, a repeating tunnel): once the particles settle on one of two
-        aliases the other one's particles die out, and single frames cannot bring them back. So the tracked
-        position's path over the last ``alias_window`` frames (carried back along the odometry) is scored against
-        the paths of this frame's best places that lie far from it (each turned by its heading difference, both
-        ways along its corridor); the covariance takes the best alternative in while its path scores close to the
-        tracked one (the ellipse then says where else the robot may be), and the filter moves there when its path
-        wins by ``alias_switch`` on ``alias_confirm`` frames in a row."""
+        aliases the other one's particles die out, and single frames cannot bring them back. So one alternative
+        hypothesis is kept beside the particles: a position carried along the same odometry (turned by its heading
+        difference) and pulled onto the places each frame supports near it, with a running score, its evidence
+        minus the tracked position's, forgotten at ``1 / alias_window`` per frame. It is found by scoring the
+        paths of this frame's best distant places (``alias_radius_spacings`` away or more) over the last
+        ``alias_window`` frames against the tracked position's path (each turned both ways along its corridor),
+        and replaced when a new path beats its score. The covariance takes the alternative in while it scores
+        close (the ellipse then says where else the robot may be); the filter moves there when its score passes
+        ``alias_switch`` on ``alias_confirm`` frames in a row, and the position it leaves becomes the
+        alternative."""
         p, s = self.p, self.spacing
         if odom_delta is None or p.alias_window <= 0:
             self.track.clear()
             self.track_odo = np.zeros(2)
+            self.alt = None
             return
-        self.track_odo = self.track_odo + np.asarray(odom_delta, float)[:2]
+        step = np.asarray(odom_delta, float)[:2] * float(self.scale.mean())
+        self.track_odo = self.track_odo + step
         self.track.append((e, self.track_odo.copy()))
-        if len(self.track) < max(10, p.alias_window // 2):
-            return
         centre = fix.xyz[:2]
-        xy = self.loc.map.places.xyz[:, :2]
+        if self.alt is not None:  # carry the alternative along and score this frame
+            x, turn, score = self.alt
+            c, s_ = np.cos(turn), np.sin(turn)
+            x = self._follow(x + np.array([c * step[0] - s_ * step[1], s_ * step[0] + c * step[1]]), e)
+            score = (1.0 - 1.0 / p.alias_window) * score + self._heard(x, e) - self._heard(centre, e)
+            near = np.linalg.norm(x - centre) < p.alias_radius_spacings * s
+            self.alt = None if near or score < -p.alias_drop else (x, turn, score)
+        if len(self.track) >= max(10, p.alias_window // 2):
+            self._alias_search(centre, e, top)
+        if self.alt is None:
+            self.alias_wins = 0
+            return
+        x, turn, score = self.alt
+        self.alias_wins = self.alias_wins + 1 if score > p.alias_switch else 0
+        if self.alias_wins >= p.alias_confirm:  # move there: the particles, and the heading, go along
+            n = len(self.pos)
+            self.pos = x + self.rng.normal(0, p.seed_sigma_spacings * s, (n, 2))
+            self.vel = np.zeros((n, 2))
+            self.centre = x.copy()
+            self.odometry.turn(turn)
+            self._set_estimate(fix, x, fix.cov2, 1.0)
+            self.alt = (centre.copy(), -turn, -score)
+            self.track.clear()
+            self.track_odo = np.zeros(2)
+            self.alias_wins = 0
+            return
+        w = 1.0 / (1.0 + np.exp(-score / p.alias_temperature))
+        if w > 0.01:  # the alternative into the covariance, as a two-point mixture
+            d = x - centre  # the mixture's spread about the reported (tracked) position
+            self._set_estimate(fix, centre, fix.cov2 + w * np.outer(d, d), fix.support)
+
+    def _alias_search(self, centre: np.ndarray, e: np.ndarray, top: np.ndarray) -> None:
+        """The best of this frame's distant places as an alternative: each one's path over the window scored
+        against the tracked position's; it replaces the kept alternative when it scores higher."""
+        p, s = self.p, self.spacing
+        xy = self.xy
         far = top[np.linalg.norm(xy[top] - centre, axis=1) > p.alias_radius_spacings * s]
         if len(far) == 0:
-            self.alias_wins = 0
             return
         h0 = self._map_heading(centre, directed=False)
         ev = np.stack([v for v, _ in self.track])
@@ -220,22 +277,8 @@ class SequenceFilter(MapFilter):
                 if sc > best:
                     best, best_x, best_turn = sc, x, turn
         gain = best - own
-        self.alias_wins = self.alias_wins + 1 if gain > p.alias_switch else 0
-        if self.alias_wins >= p.alias_confirm:  # move there: the particles, and the heading, go along
-            n = len(self.pos)
-            self.pos = best_x + self.rng.normal(0, p.seed_sigma_spacings * s, (n, 2))
-            self.vel = np.zeros((n, 2))
-            self.centre = best_x.copy()
-            self.odometry.turn(best_turn)
-            self._set_estimate(fix, best_x, fix.cov2, 1.0)
-            self.track.clear()
-            self.track_odo = np.zeros(2)
-            self.alias_wins = 0
-            return
-        w = 1.0 / (1.0 + np.exp(-gain / p.alias_temperature))
-        if w > 0.01:  # the alternative into the covariance, as a two-point mixture
-            d = best_x - centre  # the mixture's spread about the reported (tracked) position
-            self._set_estimate(fix, centre, fix.cov2 + w * np.outer(d, d), fix.support)
+        if gain > -p.alias_drop and (self.alt is None or gain > self.alt[2]):
+            self.alt = (best_x.copy(), best_turn, gain)
 
     def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
         """Which particles lie within ``r`` of ``centre``."""
