@@ -30,28 +30,36 @@ from visloc_ros.core.dataset import read_csv
 from visloc_ros.core.geo import Datum, geodetic_to_enu
 
 
-def start(map_dir: str) -> tuple[subprocess.Popen, str]:
+def start(map_dir, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``visloc serve --map MAP_DIR --port 0 EXTRA...`` in its own process; returns it and its base URL once it
+    listens (its log is read on, a line per request, so that a full pipe never blocks it)."""
     exe = Path(sys.executable).with_name("visloc")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
-    proc = subprocess.Popen(cmd + ["serve", "--map", map_dir, "--port", "0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd + ["serve", "--map", str(map_dir), "--port", "0", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
+    deadline, seen = time.time() + 180, []
     while time.time() < deadline and proc.poll() is None:
         if select.select([proc.stdout], [], [], 1.0)[0]:
             line = proc.stdout.readline()
+            seen.append(line)
             if "running on http://" in line:
                 threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
                 return proc, line.split("running on ")[1].split()[0]
     proc.kill()
-    raise SystemExit(f"visloc serve did not start: {proc.stdout.read()}")
+    raise RuntimeError("visloc serve did not start:\n" + "".join(seen) + (proc.stdout.read() or ""))
+
+
+def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file field, and its Content-Type."""
+    b = uuid.uuid4().hex
+    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={b}"
 
 
 def upload(base: str, path: Path) -> tuple[dict, float]:
-    b = uuid.uuid4().hex
-    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{b}--\r\n".encode()
-    req = urllib.request.Request(base + "/api/localize", data=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+    body, ctype = multipart("image", path.name, path.read_bytes())
+    req = urllib.request.Request(base + "/api/localize", data=body, headers={"Content-Type": ctype})
     t0 = time.perf_counter()
     with urllib.request.urlopen(req, timeout=120) as r:
         out = json.loads(r.read())
@@ -95,7 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 
-    proc, base = start(a.map)
+    try:
+        proc, base = start(a.map)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     try:
         m = json.loads(urllib.request.urlopen(base + "/api/map", timeout=30).read())
         datum = Datum(**m["datum"]) if m["georeferenced"] else None

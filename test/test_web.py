@@ -4,56 +4,37 @@ from __future__ import annotations
 
 import csv
 import http.client
+import importlib.util
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO
+
 from visloc_ros.web.server import ellipse95
 
 LIMIT_MB = 0.5
 
 
-def start_server(map_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """``visloc serve`` in its own process on a free loopback port; returns it and its base URL."""
-    exe = Path(sys.executable).with_name("visloc")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
-    proc = subprocess.Popen(cmd + ["serve", "--map", str(map_dir), "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline, seen = time.time() + 120, []
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        if not select.select([proc.stdout], [], [], 1.0)[0]:
-            continue
-        line = proc.stdout.readline()
-        seen.append(line)
-        if "running on http://" in line:
-            url = line.split("running on ")[1].split()[0]
-            # keep reading its log (one line per request) so that a full pipe never blocks the server
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            return proc, url
-    proc.kill()
-    raise RuntimeError("visloc serve did not start:\n" + "".join(seen) + (proc.stdout.read() or ""))
+def _bench_serve():
+    spec = importlib.util.spec_from_file_location("bench_serve", REPO / "benchmarks" / "bench_serve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
-    b = uuid.uuid4().hex
-    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={b}"
+_bench = _bench_serve()
+start_server = _bench.start  # `visloc serve --port 0` in its own process; (process, base URL)
+multipart = _bench.multipart
 
 
 def request(url: str, data: bytes | None = None, ctype: str | None = None) -> tuple[int, dict[str, str], bytes]:
