@@ -392,13 +392,13 @@ def test_the_alias_check_scores_paths_carried_back_along_the_odometry(xy_map):
 
 def test_the_kept_alternative_follows_the_odometry_widens_the_ellipse_and_takes_over(xy_map):
     """One alternative hypothesis is kept beside the particles: it moves with the odometry turned by its heading
-    difference, its score sums its evidence minus the tracked position's (forgotten at 1 / alias_window per frame),
+    difference, its score sums its evidence minus the tracked position's (forgotten at 1 / alias_memory per frame),
     the covariance takes it in while it scores close, and when it passes ``alias_switch`` on ``alias_confirm``
     frames the filter moves there and the position it left becomes the alternative, with the opposite score."""
     loc = Localizer(xy_map)
     xy = loc.map.places.xyz[:, :2]
-    p = FilterParams(hub_prior=False, verify_top=0, alias_window=10, alias_switch=5.0, alias_confirm=2,
-                     alias_radius_spacings=3.0)
+    p = FilterParams(hub_prior=False, verify_top=0, alias_window=10, alias_memory=10.0, alias_switch=5.0,
+                     alias_confirm=2, alias_radius_spacings=3.0)
     f = SequenceFilter(loc, p)
     e0 = loc.embed(np.zeros((240, 320, 3), np.uint8))
     sims = np.full(len(xy), 0.1, np.float32)
@@ -442,7 +442,13 @@ def test_the_kept_alternative_follows_the_odometry_widens_the_ellipse_and_takes_
     left, turn, score = f.alt
     np.testing.assert_allclose(left, xy[4])
     assert turn == -np.pi and score < -p.alias_switch
-    # an alternative whose score falls below -alias_drop is forgotten
-    f.alt = (xy[4].copy(), 0.0, -p.alias_drop + 0.5)
-    frame(3.0, 1.0)
+    # an alternative holding less than alias_share of the belief stays out of the ellipse
+    far = xy[(ring["twin"] + 1) % 30].copy()
+    f.alt = (far, np.pi, -20.0)
+    fix = frame(1.0, 1.0)
+    assert f.alt is not None and 1.0 / (1.0 + np.exp(-f.alt[2] / p.alias_temperature)) < p.alias_share
+    np.testing.assert_allclose(fix.cov2, np.eye(2) * 0.25)
+    # one whose score falls below -alias_drop is forgotten
+    f.alt = (xy[(ring["twin"] + 1) % 30].copy(), np.pi, -p.alias_drop + 0.5)
+    frame(5.0, 0.0)
     assert f.alt is None

@@ -47,13 +47,14 @@ class FilterParams:
     hypotheses: int = 20          # best places per frame used for re-seeding and the sequence matching
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     alias_window: int = 40        # with odometry: frames of evidence over which the tracked position is compared
-    #                               with distant alternatives carried along the same odometry, and the time
-    #                               constant (frames) of the kept alternative's score (0 = off)
+    #                               with distant alternatives carried along the same odometry (0 = off)
+    alias_memory: float = 200.0   # the kept alternative's score forgets at 1 / this per frame
     alias_radius_spacings: float = 12.0  # an alternative lies at least this far from the tracked position
-    alias_switch: float = 30.0    # the filter moves to an alternative whose score passes this
+    alias_switch: float = 20.0    # the filter moves to an alternative whose score passes this
     alias_confirm: int = 3        # ... on this many frames in a row
     alias_drop: float = 30.0      # an alternative whose score falls below -this is forgotten
-    alias_temperature: float = 4.0  # the covariance takes the alternative in with weight 1 / (1 + exp(-score / this))
+    alias_temperature: float = 4.0  # the alternative's share of the belief: 1 / (1 + exp(-score / this)) ...
+    alias_share: float = 0.05     # ... taken into the covariance from this share up
     cov_scale: float = 1.0        # the reported covariance x this (fitted by `visloc tune`), without odometry
     cov_scale_odom: float = 1.0   # ... with odometry
     seed: int = 0

@@ -228,7 +228,7 @@ class SequenceFilter(MapFilter):
             x, turn, score = self.alt
             c, s_ = np.cos(turn), np.sin(turn)
             x = self._follow(x + np.array([c * step[0] - s_ * step[1], s_ * step[0] + c * step[1]]), e)
-            score = (1.0 - 1.0 / p.alias_window) * score + self._heard(x, e) - self._heard(centre, e)
+            score = (1.0 - 1.0 / p.alias_memory) * score + self._heard(x, e) - self._heard(centre, e)
             near = np.linalg.norm(x - centre) < p.alias_radius_spacings * s
             self.alt = None if near or score < -p.alias_drop else (x, turn, score)
         if len(self.track) >= max(10, p.alias_window // 2):
@@ -251,13 +251,14 @@ class SequenceFilter(MapFilter):
             self.alias_wins = 0
             return
         w = 1.0 / (1.0 + np.exp(-score / p.alias_temperature))
-        if w > 0.01:  # the alternative into the covariance, as a two-point mixture
+        if w >= p.alias_share:  # the alternative into the covariance, as a two-point mixture (with less of the
+            # belief than that it lies outside the 95 % region anyway)
             d = x - centre  # the mixture's spread about the reported (tracked) position
             self._set_estimate(fix, centre, fix.cov2 + w * np.outer(d, d), fix.support)
 
     def _alias_search(self, centre: np.ndarray, e: np.ndarray, top: np.ndarray) -> None:
         """The best of this frame's distant places as an alternative: each one's path over the window scored
-        against the tracked position's; it replaces the kept alternative when it scores higher."""
+        against the tracked position's; it replaces the kept alternative when it scores higher and lies elsewhere."""
         p, s = self.p, self.spacing
         xy = self.xy
         far = top[np.linalg.norm(xy[top] - centre, axis=1) > p.alias_radius_spacings * s]
@@ -277,7 +278,12 @@ class SequenceFilter(MapFilter):
                 if sc > best:
                     best, best_x, best_turn = sc, x, turn
         gain = best - own
-        if gain > -p.alias_drop and (self.alt is None or gain > self.alt[2]):
+        if gain <= -p.alias_drop or (self.alt is not None and gain <= self.alt[2]):
+            return
+        # near the kept alternative it is the same alias, whose running score is kept: the best of this frame's
+        # paths scores high by selection alone, and replacing the score with it each frame kept the twin wings'
+        # and the tunnel's aliases in the ellipse for most of a run
+        if self.alt is None or np.linalg.norm(best_x - self.alt[0]) > p.alias_radius_spacings * s:
             self.alt = (best_x.copy(), best_turn, gain)
 
     def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
