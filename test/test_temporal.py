@@ -376,6 +376,9 @@ def test_the_alias_check_scores_paths_carried_back_along_the_odometry(xy_map):
         odos.append(odo.copy())
     ev, back = np.stack(rows), odo - np.stack(odos)
     assert f._track_score(xy[9], 0.0, ev, back) == np.float64(10.0)
+    # weighted frames (an alternative's starting score over the remembered track, older frames forgotten)
+    forget = 0.5 ** np.arange(10)[::-1]
+    assert abs(f._track_score(xy[9], 0.0, ev, back, forget) - forget.sum()) < 1e-9
     assert f._track_score(xy[29], 0.0, ev, back) < 1.0
     turn = float(np.angle(np.exp(1j * (ring[29] - ring[9]))))
     shifted = np.roll(ev, 20, axis=1)  # the same drive, had it been past places 20..29

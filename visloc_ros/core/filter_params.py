@@ -48,7 +48,7 @@ class FilterParams:
     history: int = 30             # frames of candidates kept for sequence-consistent re-seeding (with odometry)
     alias_window: int = 40        # with odometry: frames of evidence over which the tracked position is compared
     #                               with distant alternatives carried along the same odometry (0 = off)
-    alias_memory: float = 200.0   # the kept alternative's score forgets at 1 / this per frame
+    alias_memory: float = 200.0   # the kept alternative's score forgets at 1 / this per frame; frames kept for it
     alias_radius_spacings: float = 12.0  # an alternative lies at least this far from the tracked position
     alias_switch: float = 20.0    # the filter moves to an alternative whose score passes this
     alias_confirm: int = 3        # ... on this many frames in a row

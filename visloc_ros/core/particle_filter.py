@@ -52,7 +52,8 @@ class SequenceFilter(MapFilter):
         self.mode_mass = 0.0
         self.odo_sum = np.zeros(2)
         self.hist.clear()
-        self.track: deque = deque(maxlen=max(1, self.p.alias_window))  # (evidence, map-frame odometry sum)
+        # (evidence, map-frame odometry sum) of the last alias_memory frames (at least alias_window)
+        self.track: deque = deque(maxlen=max(1, self.p.alias_window, int(self.p.alias_memory)))
         self.track_odo = np.zeros(2)
         self.alias_wins = 0
         self.alt = None  # the alternative hypothesis: (position, turn, score)
@@ -172,17 +173,20 @@ class SequenceFilter(MapFilter):
         self._alias_check(fix, e, odom_delta, top)
         return self._finish(fix, t0)
 
-    def _track_score(self, x: np.ndarray, turn: float, ev: np.ndarray, back: np.ndarray) -> float:
+    def _track_score(self, x: np.ndarray, turn: float, ev: np.ndarray, back: np.ndarray,
+                     weights: np.ndarray | None = None) -> float:
         """The evidence summed along the path that ends at ``x`` and runs back along the window's odometry
         (``back``: the map-frame steps since each frame of the window), turned by ``turn`` (radians: the heading
         difference between ``x`` and the tracked position); each frame (a row of ``ev``) heard at the path's
-        nearest place, its lowest evidence off the map, minus a penalty for leaving the mapped path."""
+        nearest place, its lowest evidence off the map, minus a penalty for leaving the mapped path; each frame
+        times its ``weights`` when given."""
         c, s_ = np.cos(turn), np.sin(turn)
         pts = x[None, :] - back @ np.array([[c, -s_], [s_, c]]).T
         place, dist = self.lookup.nearest_place(pts)
         rows = np.arange(len(ev))
         heard = np.where(place >= 0, ev[rows, np.maximum(place, 0)], ev.min(1))
-        return float(heard.sum() - 0.5 * np.sum((dist / (self.p.path_sigma_spacings * self.spacing)) ** 2))
+        per = heard - 0.5 * (dist / (self.p.path_sigma_spacings * self.spacing)) ** 2
+        return float(per.sum() if weights is None else per @ weights)
 
     def _heard(self, x: np.ndarray, e: np.ndarray) -> float:
         """This frame's evidence for the robot at ``x``: its nearest place's, minus the off-path penalty."""
@@ -265,8 +269,9 @@ class SequenceFilter(MapFilter):
         if len(far) == 0:
             return
         h0 = self._map_heading(centre, directed=False)
-        ev = np.stack([v for v, _ in self.track])
-        back = self.track_odo - np.stack([o for _, o in self.track])
+        ev_all = np.stack([v for v, _ in self.track])
+        back_all = self.track_odo - np.stack([o for _, o in self.track])
+        ev, back = ev_all[-p.alias_window:], back_all[-p.alias_window:]
         own = self._track_score(centre, 0.0, ev, back)
         best, best_x, best_turn = -np.inf, None, 0.0
         for j in far[np.argsort(-e[far])][:5]:
@@ -284,6 +289,15 @@ class SequenceFilter(MapFilter):
         # paths scores high by selection alone, and replacing the score with it each frame kept the twin wings'
         # and the tunnel's aliases in the ellipse for most of a run
         if self.alt is None or np.linalg.norm(best_x - self.alt[0]) > p.alias_radius_spacings * s:
+            # its starting score as the running score would stand had it been kept all along: the path over the
+            # whole remembered track, each frame forgotten as the running score forgets it (the window alone let a
+            # repeat of the tunnel that the older frames rule out into the ellipse on 41 % of the frames)
+            if len(ev_all) > len(ev):
+                forget = (1.0 - 1.0 / p.alias_memory) ** np.arange(len(ev_all))[::-1]
+                gain = (self._track_score(best_x, best_turn, ev_all, back_all, forget)
+                        - self._track_score(centre, 0.0, ev_all, back_all, forget))
+                if gain <= -p.alias_drop or (self.alt is not None and gain <= self.alt[2]):
+                    return
             self.alt = (best_x.copy(), best_turn, gain)
 
     def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
