@@ -211,12 +211,10 @@ class SequenceFilter(MapFilter):
         aliases the other one's particles die out, and single frames cannot bring them back. So one alternative
         hypothesis is kept beside the particles: a position carried along the same odometry (turned by its heading
         difference) and pulled onto the places each frame supports near it, with a running score, its evidence
-        minus the tracked position's, forgotten at ``1 / alias_window`` per frame. It is found by scoring the
-        paths of this frame's best distant places (``alias_radius_spacings`` away or more) over the last
-        ``alias_window`` frames against the tracked position's path (each turned both ways along its corridor),
-        and replaced when a new path beats its score. The covariance takes the alternative in while it scores
-        close (the ellipse then says where else the robot may be); the filter moves there when its score passes
-        ``alias_switch`` on ``alias_confirm`` frames in a row, and the position it leaves becomes the
+        minus the tracked position's, forgotten at ``1 / alias_memory`` per frame (found by :meth:`_alias_search`;
+        forgotten below ``-alias_drop``). The covariance takes the alternative in from a share ``alias_share`` of
+        the belief up (the ellipse then says where else the robot may be); the filter moves there when its score
+        passes ``alias_switch`` on ``alias_confirm`` frames in a row, and the position it leaves becomes the
         alternative."""
         p, s = self.p, self.spacing
         if odom_delta is None or p.alias_window <= 0:
@@ -261,17 +259,17 @@ class SequenceFilter(MapFilter):
             self._set_estimate(fix, centre, fix.cov2 + w * np.outer(d, d), fix.support)
 
     def _alias_search(self, centre: np.ndarray, e: np.ndarray, top: np.ndarray) -> None:
-        """The best of this frame's distant places as an alternative: each one's path over the window scored
-        against the tracked position's; it replaces the kept alternative when it scores higher and lies elsewhere."""
+        """The best of this frame's distant places (``alias_radius_spacings`` away or more) as the alternative: each
+        one's path over the last ``alias_window`` frames, turned both ways along its corridor, scored against the
+        tracked position's path; the best one, scored again over the whole remembered track, replaces the kept
+        alternative when it scores higher and lies elsewhere."""
         p, s = self.p, self.spacing
         xy = self.xy
         far = top[np.linalg.norm(xy[top] - centre, axis=1) > p.alias_radius_spacings * s]
         if len(far) == 0:
             return
         h0 = self._map_heading(centre, directed=False)
-        ev_all = np.stack([v for v, _ in self.track])
-        back_all = self.track_odo - np.stack([o for _, o in self.track])
-        ev, back = ev_all[-p.alias_window:], back_all[-p.alias_window:]
+        ev, back = self._remembered(p.alias_window)
         own = self._track_score(centre, 0.0, ev, back)
         best, best_x, best_turn = -np.inf, None, 0.0
         for j in far[np.argsort(-e[far])][:5]:
@@ -292,13 +290,20 @@ class SequenceFilter(MapFilter):
             # its starting score as the running score would stand had it been kept all along: the path over the
             # whole remembered track, each frame forgotten as the running score forgets it (the window alone let a
             # repeat of the tunnel that the older frames rule out into the ellipse on 41 % of the frames)
-            if len(ev_all) > len(ev):
+            if len(self.track) > len(ev):
+                ev_all, back_all = self._remembered(len(self.track))
                 forget = (1.0 - 1.0 / p.alias_memory) ** np.arange(len(ev_all))[::-1]
                 gain = (self._track_score(best_x, best_turn, ev_all, back_all, forget)
                         - self._track_score(centre, 0.0, ev_all, back_all, forget))
                 if gain <= -p.alias_drop or (self.alt is not None and gain <= self.alt[2]):
                     return
             self.alt = (best_x.copy(), best_turn, gain)
+
+    def _remembered(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last ``k`` frames of the track: their evidence (k, places) and the map-frame odometry since each."""
+        frames = list(self.track)[-k:]
+        return (np.stack([v for v, _ in frames]),
+                self.track_odo - np.stack([o for _, o in frames]))
 
     def _within(self, centre: np.ndarray, r: float) -> np.ndarray:
         """Which particles lie within ``r`` of ``centre``."""
