@@ -455,3 +455,17 @@ def test_the_kept_alternative_follows_the_odometry_widens_the_ellipse_and_takes_
     f.alt = (xy[(ring["twin"] + 1) % 30].copy(), np.pi, -p.alias_drop + 0.5)
     frame(5.0, 0.0)
     assert f.alt is None
+
+
+def test_the_alias_tracks_memory_is_bounded_by_bytes(xy_map, monkeypatch):
+    """The alias check remembers alias_memory frames of evidence, but beyond its window no more than TRACK_BYTES
+    (one row per frame, 4 bytes a place): on a map too large for that it keeps the window alone."""
+    from visloc_ros.core import particle_filter
+
+    loc = Localizer(xy_map)
+    p = FilterParams(alias_window=40, alias_memory=200.0)
+    assert SequenceFilter(loc, p).track.maxlen == 200
+    monkeypatch.setattr(particle_filter, "TRACK_BYTES", 4 * len(loc.map) * 100)
+    assert SequenceFilter(loc, p).track.maxlen == 100
+    monkeypatch.setattr(particle_filter, "TRACK_BYTES", 4 * len(loc.map) * 5)
+    assert SequenceFilter(loc, p).track.maxlen == 40

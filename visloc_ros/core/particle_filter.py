@@ -28,6 +28,15 @@ from .localizer import Embedding, Fix, Localizer
 from .map_filter import MapFilter
 
 
+TRACK_BYTES = 64 << 20  # the alias check's remembered evidence beyond its window, at most
+
+
+def _rotate(v: np.ndarray, angle: float) -> np.ndarray:
+    """2-D vector(s) ``v`` (..., 2) turned by ``angle`` radians."""
+    c, s = np.cos(angle), np.sin(angle)
+    return v @ np.array([[c, -s], [s, c]]).T
+
+
 class SequenceFilter(MapFilter):
     """Wraps a :class:`Localizer`; ``update(image, odom_pose=None) -> Fix`` per frame.
 
@@ -52,8 +61,10 @@ class SequenceFilter(MapFilter):
         self.mode_mass = 0.0
         self.odo_sum = np.zeros(2)
         self.hist.clear()
-        # (evidence, map-frame odometry sum) of the last alias_memory frames (at least alias_window)
-        self.track: deque = deque(maxlen=max(1, self.p.alias_window, int(self.p.alias_memory)))
+        # (evidence, map-frame odometry sum) of the last alias_memory frames, at least alias_window; beyond the
+        # window at most TRACK_BYTES of evidence rows (a million-place map keeps the window alone)
+        rows = TRACK_BYTES // (4 * max(1, len(self.xy)))
+        self.track: deque = deque(maxlen=max(1, self.p.alias_window, min(int(self.p.alias_memory), rows)))
         self.track_odo = np.zeros(2)
         self.alias_wins = 0
         self.alt = None  # the alternative hypothesis: (position, turn, score)
@@ -180,8 +191,7 @@ class SequenceFilter(MapFilter):
         difference between ``x`` and the tracked position); each frame (a row of ``ev``) heard at the path's
         nearest place, its lowest evidence off the map, minus a penalty for leaving the mapped path; each frame
         times its ``weights`` when given."""
-        c, s_ = np.cos(turn), np.sin(turn)
-        pts = x[None, :] - back @ np.array([[c, -s_], [s_, c]]).T
+        pts = x[None, :] - _rotate(back, turn)
         place, dist = self.lookup.nearest_place(pts)
         rows = np.arange(len(ev))
         heard = np.where(place >= 0, ev[rows, np.maximum(place, 0)], ev.min(1))
@@ -190,9 +200,7 @@ class SequenceFilter(MapFilter):
 
     def _heard(self, x: np.ndarray, e: np.ndarray) -> float:
         """This frame's evidence for the robot at ``x``: its nearest place's, minus the off-path penalty."""
-        place, dist = self.lookup.nearest_place(x[None])
-        heard = float(e[place[0]]) if place[0] >= 0 else float(e.min())
-        return heard - 0.5 * float(dist[0] / (self.p.path_sigma_spacings * self.spacing)) ** 2
+        return self._track_score(x, 0.0, e[None], np.zeros((1, 2)))
 
     def _follow(self, x: np.ndarray, e: np.ndarray) -> np.ndarray:
         """The alternative's position after its odometry step, pulled onto the places that this frame supports
@@ -228,8 +236,7 @@ class SequenceFilter(MapFilter):
         centre = fix.xyz[:2]
         if self.alt is not None:  # carry the alternative along and score this frame
             x, turn, score = self.alt
-            c, s_ = np.cos(turn), np.sin(turn)
-            x = self._follow(x + np.array([c * step[0] - s_ * step[1], s_ * step[0] + c * step[1]]), e)
+            x = self._follow(x + _rotate(step, turn), e)
             score = (1.0 - 1.0 / p.alias_memory) * score + self._heard(x, e) - self._heard(centre, e)
             near = np.linalg.norm(x - centre) < p.alias_radius_spacings * s
             self.alt = None if near or score < -p.alias_drop else (x, turn, score)
