@@ -8,8 +8,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_visloc
 
 from visloc_ros.web.server import ellipse95
 
@@ -187,9 +185,7 @@ def test_concurrent_uploads_get_the_answers_of_one_at_a_time(server, synth_geo):
 
 
 def test_a_missing_map_is_one_line_and_exit_1(tmp_path):
-    exe = Path(sys.executable).with_name("visloc")
-    r = subprocess.run([str(exe), "serve", "--map", str(tmp_path / "nope"), "--port", "0"], capture_output=True,
-                       text=True, timeout=60)
+    r = run_visloc("serve", "--map", str(tmp_path / "nope"), "--port", "0", timeout=60)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("visloc serve: error:")
     assert "does not exist" in r.stderr
 
