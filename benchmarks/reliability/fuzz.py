@@ -154,17 +154,13 @@ class NodeFuzz:
         got = self.rig.wait_status(sec * 1_000_000_000, timeout=10.0)
         from visloc_ros.msg import LocalizationStatus
 
-        c = self.results.setdefault(cls, Counter())
         if got is None:
-            c["no answer"] += 1
+            outcome = ("no answer", "")
         elif got[0] == LocalizationStatus.ERROR:
-            ok = bool(got[1]) and "\n" not in got[1]
-            c["rejected, one line" if ok else "rejected, unclear"] += 1
-            self.examples.setdefault(cls, [])
-            if len(self.examples[cls]) < 3 and got[1] not in self.examples[cls]:
-                self.examples[cls].append(got[1])
+            outcome = ("rejected, one line" if got[1] and "\n" not in got[1] else "rejected, unclear", got[1])
         else:
-            c["accepted (decodable)"] += 1
+            outcome = ("accepted (decodable)", "")
+        _record(self.results, self.examples, cls, outcome)
 
     def raw(self, x: dict) -> None:
         from sensor_msgs.msg import Image
@@ -368,9 +364,10 @@ class Cli:
 
 
 def _record(results: dict, examples: dict, cls: str, outcome: tuple[str, str]) -> None:
+    """Count an input's outcome (kind, message) in its class; keep up to 4 distinct messages of refusals."""
     results.setdefault(cls, Counter())[outcome[0]] += 1
     ex = examples.setdefault(cls, [])
-    if outcome[0] != "accepted" and len(ex) < 4 and outcome[1] not in ex:
+    if outcome[1] and not outcome[0].startswith("accepted") and len(ex) < 4 and outcome[1][:200] not in ex:
         ex.append(outcome[1][:200])
 
 
