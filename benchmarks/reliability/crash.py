@@ -56,15 +56,17 @@ def run(work: Path, trials: int, log=print, rng_seed: int = 0) -> dict:
     old_hash = tree_hash(pristine)
     baseline = answers(pristine, a_q, work / "baseline.csv")
     n_old = len(load_map(pristine))
+    def command(kind: str) -> list[str]:  # the write that is timed, then killed: a rebuild or added places
+        return build_args(b_map, target) if kind == "build" else visloc(
+            "add-places", "--map", str(target), "--images-csv", str(b_map), "--session", "more")
+
     # how long an uninterrupted run of each takes, to kill at a random moment of it
     durations = {}
     for kind in ("build", "add"):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(pristine, target)
         t0 = time.monotonic()
-        cmd = build_args(b_map, target) if kind == "build" else visloc(
-            "add-places", "--map", str(target), "--images-csv", str(b_map), "--session", "more")
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(command(kind), capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"{kind} failed: {r.stderr.strip()[-500:]}")
         durations[kind] = time.monotonic() - t0
@@ -77,8 +79,7 @@ def run(work: Path, trials: int, log=print, rng_seed: int = 0) -> dict:
         for left in work.glob(".target.*"):  # what the previous trial left (counted there)
             shutil.rmtree(left, ignore_errors=True)
         shutil.copytree(pristine, target)
-        cmd = build_args(b_map, target) if kind == "build" else visloc(
-            "add-places", "--map", str(target), "--images-csv", str(b_map), "--session", "more")
+        cmd = command(kind)
         # two kills in three at a random moment of the run; one in three while the map is being written (0-60 ms
         # after its temp folder appears beside the target)
         during_write = i % 3 == 2
