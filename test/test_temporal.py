@@ -75,11 +75,48 @@ def test_hub_prior_marks_the_place_that_resembles_every_other(xy_map, tmp_path):
     # the first frame's evidence is the frame's z-scores minus that prior: the hub is pushed down
     z = np.asarray(lat[3])
     e = Embedding(z)
-    with_prior = filt._evidence(e, loc.localize_embedding(e), rate=0.0)
+    with_prior = filt._evidence(e, loc.localize_embedding(e), odom=False)
     s = lat @ z
     zs = (s - s.mean()) / s.std()
     np.testing.assert_allclose(with_prior, zs - filt._hubness, rtol=1e-4, atol=1e-5)
     assert int(np.argmax(with_prior)) == 3
+
+
+def test_with_odometry_a_frame_enters_the_hub_means_after_the_delay(xy_map, monkeypatch):
+    """With odometry a frame's z-scores enter the places' running means ``hub_delay_odom`` frames after its own (the
+    robot's own passage must not lower the places just behind it yet); without odometry (``hub_delay`` 0) at once;
+    the frames waiting are bounded by bytes; a reset forgets them."""
+    from visloc_ros.core import map_filter
+
+    loc = Localizer(xy_map)
+    lat = np.asarray(load_map(xy_map).latents)
+    zs = [(lat @ lat[i] - (lat @ lat[i]).mean()) / (lat @ lat[i]).std() for i in range(5)]
+
+    def evidence(filt, i, odom):
+        e = Embedding(lat[i])
+        return filt._evidence(e, loc.localize_embedding(e), odom=odom)
+
+    params = FilterParams(particles=50, hub_prior=False, hub_memory=0.5, hub_memory_odom=0.5, hub_delay_odom=3)
+    filt = SequenceFilter(loc, params)
+    for i in range(3):
+        np.testing.assert_allclose(evidence(filt, i, True), zs[i], rtol=1e-4, atol=1e-4)  # nothing subtracted yet
+        np.testing.assert_allclose(filt.bg, 0.0)
+    evidence(filt, 3, True)  # the fourth frame lets the first one in
+    np.testing.assert_allclose(filt.bg, 0.5 * zs[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(evidence(filt, 4, True), zs[4] - 0.5 * zs[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(filt.bg, 0.5 * zs[0] + 0.5 * (zs[1] - 0.5 * zs[0]), rtol=1e-4, atol=1e-4)
+    filt.reset()
+    assert filt.bg is None and len(filt.waiting) == 0
+
+    evidence(filt, 0, False)  # without odometry: at once
+    np.testing.assert_allclose(filt.bg, 0.5 * zs[0], rtol=1e-4, atol=1e-4)
+
+    monkeypatch.setattr(map_filter, "WAITING_BYTES", 4 * len(lat))  # room for one waiting frame
+    filt = SequenceFilter(loc, params)
+    evidence(filt, 0, True)
+    evidence(filt, 1, True)
+    np.testing.assert_allclose(filt.bg, 0.5 * zs[0], rtol=1e-4, atol=1e-4)
+    assert len(filt.waiting) == 1
 
 
 def test_filter_fix_is_the_localizers_own(xy_map):

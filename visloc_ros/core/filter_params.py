@@ -35,6 +35,8 @@ class FilterParams:
     odom_scale_walk: float = 0.002  # its drift per frame
     hub_memory: float = 0.01      # rate of each place's running mean evidence (hub suppression); 0 = off
     hub_memory_odom: float = 0.05  # ... with odometry
+    hub_delay: int = 0            # frames a frame's evidence waits before it enters those running means
+    hub_delay_odom: int = 10      # ... with odometry (the robot's own passage would lower the places just behind it)
     hub_prior: bool = True        # start those running means at each place's likeness to the map's own images
     verify_top: int = 5           # the frame's best places whose similarities are handed out again in the order
     #                               the candidate verification ranks them (0 = the unverified similarities)
@@ -50,7 +52,7 @@ class FilterParams:
     #                               with distant alternatives carried along the same odometry (0 = off)
     alias_memory: float = 200.0   # the kept alternative's score forgets at 1 / this per frame; frames kept for it
     alias_radius_spacings: float = 12.0  # an alternative lies at least this far from the tracked position
-    alias_switch: float = 20.0    # the filter moves to an alternative whose score passes this
+    alias_switch: float = 28.0    # the filter moves to an alternative whose score passes this
     alias_confirm: int = 3        # ... on this many frames in a row
     alias_drop: float = 30.0      # an alternative whose score falls below -this is forgotten
     alias_temperature: float = 4.0  # the alternative's share of the belief: 1 / (1 + exp(-score / this)) ...

@@ -57,6 +57,7 @@ class PlaceLookup:
         return np.where(self.near[flat], place, -1), self.dist[flat]
 
 
+WAITING_BYTES = 64 << 20  # the evidence of frames waiting to enter the hub running means, at most
 HEADING_AGREE = 0.5  # rad: the single-image fix's heading is kept when within this of the map's at the estimate
 
 
@@ -145,16 +146,23 @@ class MapFilter:
     def reset(self) -> None:
         """Forget the robot (the map's tables are kept)."""
         self.bg = None  # per-place running mean evidence (hubs: places that answer every frame)
+        self.waiting: deque = deque()  # frames' evidence not yet in those running means
         self.odometry = OdometryTracker()
         self.last_yaw = float("nan")  # heading of the last fix: rotates odometry into the map frame
 
-    def _evidence(self, e: Embedding, fix: Fix, rate: float, sims: np.ndarray | None = None) -> np.ndarray:
+    def _evidence(self, e: Embedding, fix: Fix, odom: bool, sims: np.ndarray | None = None,
+                  delayed: bool = True) -> np.ndarray:
         """Per-place evidence of this frame: the similarity to every place (latents, fused with the appearance
         thumbnails and regional descriptors at the map's weights; the index's scored places on maps above
         ``dense_max``, the rest at their minimum) as a z-score over the places (what one frame says,
         whatever the image's overall contrast), minus each place's own running mean of it (hub suppression:
-        places that answer every frame, and the stretch the robot sees all the time, count less). ``sims``: the
-        frame's similarity to every place when the caller has it already."""
+        places that answer every frame count less; the means move at ``hub_memory``, ``hub_memory_odom`` with
+        odometry). A frame enters them ``hub_delay`` (``hub_delay_odom``) frames after its own (at most
+        ``WAITING_BYTES`` of waiting frames): a moving robot's own passage raises the means of the
+        places it has just passed and not yet of those ahead, and subtracting them at once put the evidence's peak
+        ahead of the robot (the night tunnel: 0.26 m; with 10 frames' delay the filter's median error fell from
+        0.85 to 0.69 m; ``delayed`` False: at once). ``sims``: the frame's similarity to every place when the caller
+        has it already."""
         n = len(self.loc.map)
         if self._dense:
             s = self.loc.similarities(e) if sims is None else sims
@@ -165,7 +173,12 @@ class MapFilter:
         if self.bg is None:
             self.bg = np.zeros(n, np.float32) if self._hubness is None else self._hubness.copy()
         e = zs - self.bg
-        self.bg += rate * (zs - self.bg)
+        p = self.p
+        rate, delay = (p.hub_memory_odom, p.hub_delay_odom) if odom else (p.hub_memory, p.hub_delay)
+        delay = delay if delayed else 0
+        self.waiting.append(zs)
+        while len(self.waiting) > min(delay, WAITING_BYTES // (4 * max(1, n))):
+            self.bg += rate * (self.waiting.popleft() - self.bg)
         return e
 
     def _verified(self, e: Embedding, s: np.ndarray) -> np.ndarray:

@@ -128,7 +128,7 @@ class SequenceFilter(MapFilter):
         if odom_pose is not None:
             odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
-        e = self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom, sims)
+        e = self._evidence(emb, fix, odom_delta is not None, sims)
         beta = p.beta_odom if odom_delta is not None else p.beta
         top = np.argpartition(-e, p.hypotheses - 1)[:p.hypotheses] if len(e) > p.hypotheses else np.arange(len(e))
         cxy = loc.map.places.xyz[top, :2]

@@ -74,7 +74,10 @@ class PlaceFilter(MapFilter):
         if odom_pose is not None:
             odom_delta = self.odometry.delta(odom_pose[:2], odom_pose[2], self.last_yaw)
         t0 = time.perf_counter()
-        e = p.beta_places * self._evidence(emb, fix, p.hub_memory if odom_delta is None else p.hub_memory_odom, sims)
+        # the hub means at once: this filter's max-product carry keeps the places behind the odometry's landing
+        # place as likely as it, and the lead of the undelayed evidence offsets that (delayed: the night tunnel
+        # 69 -> 65 %, the building 89 -> 85 % within 2 m)
+        e = p.beta_places * self._evidence(emb, fix, odom_delta is not None, sims, delayed=False)
         if self.logb is None:
             logb = e
         elif odom_delta is None and p.place_switch > 0:
