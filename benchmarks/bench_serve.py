@@ -16,7 +16,6 @@ import argparse
 import json
 import select
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from visloc_ros.cli.main import command
 from visloc_ros.core.dataset import read_csv
 from visloc_ros.core.geo import Datum, geodetic_to_enu
 
@@ -33,9 +33,7 @@ from visloc_ros.core.geo import Datum, geodetic_to_enu
 def start(map_dir, *extra: str) -> tuple[subprocess.Popen, str]:
     """``visloc serve --map MAP_DIR --port 0 EXTRA...`` in its own process; returns it and its base URL once it
     listens (its log is read on, a line per request, so that a full pipe never blocks it)."""
-    exe = Path(sys.executable).with_name("visloc")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
-    proc = subprocess.Popen(cmd + ["serve", "--map", str(map_dir), "--port", "0", *extra], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command() + ["serve", "--map", str(map_dir), "--port", "0", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline, seen = time.time() + 180, []
     while time.time() < deadline and proc.poll() is None:

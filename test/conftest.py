@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from visloc_ros.cli.main import command
 from visloc_ros.core.geo import Datum
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +56,7 @@ def xy_map(synth_xy, tmp_path_factory):
 
 def run_visloc(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed CLI in a subprocess (as a user would)."""
-    exe = Path(sys.executable).with_name("visloc")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
-    return subprocess.run(cmd + ["-q", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(command() + ["-q", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 def map_with_local_features(map_dir: Path, out: Path, place: int, local) -> Path:

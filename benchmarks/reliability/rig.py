@@ -10,13 +10,14 @@ import time
 from collections import deque
 from pathlib import Path
 
+from visloc_ros.cli.main import command
+
 IMAGE, COMPRESSED, INFO, ODOM = "/rig/image", "/rig/image/compressed", "/rig/camera_info", "/rig/odom"
 
 
 def visloc(*args: str) -> list[str]:
     """The command line of the installed ``visloc`` (quiet), as a user runs it."""
-    exe = Path(sys.executable).with_name("visloc")
-    return ([str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]) + ["-q", *args]
+    return command() + ["-q", *args]
 
 
 def rss_mb(pid: int) -> float | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..sim import WORLDS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="the whole system on a generated tunnel or building, nothing to download",
@@ -12,7 +14,7 @@ def add_parser(sub) -> None:
                                    "builds the map, localizes the second run from its bag (sequence filter on wheel "
                                    "odometry) and writes report.json and plots.")
     p.add_argument("--out", default="visloc_demo", metavar="DIR", help="output folder (default ./visloc_demo)")
-    p.add_argument("--world", choices=["tunnel", "building", "wings"], default="tunnel",
+    p.add_argument("--world", choices=WORLDS, default="tunnel",
                    help="tunnel (default), building (an office floor), wings (an office floor of two look-alike wings)")
     p.add_argument("--condition", choices=["lit", "dim", "night"], default="night",
                    help="light during the localization run (default night)")

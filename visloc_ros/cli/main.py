@@ -26,6 +26,15 @@ COMMANDS = {
 }
 
 
+def command() -> list[str]:
+    """The command line that runs this installation's ``visloc`` in another process (tests, benchmarks): its console
+    script beside this Python, or ``python -m visloc_ros.cli.main`` where none is installed."""
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("visloc")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "visloc_ros.cli.main"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="visloc", description="Visual global localization without GPS: maps, "
                                 "localization, evaluation.")

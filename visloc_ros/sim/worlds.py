@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from . import WORLDS
 from . import textures as tx
-
-WORLDS = ("tunnel", "building", "wings")
 
 
 @dataclass
