@@ -177,9 +177,13 @@ class MapFilter:
         rate, delay = (p.hub_memory_odom, p.hub_delay_odom) if odom else (p.hub_memory, p.hub_delay)
         delay = delay if delayed else 0
         self.waiting.append(zs)
-        while len(self.waiting) > min(delay, WAITING_BYTES // (4 * max(1, n))):
+        while len(self.waiting) > min(delay, self._rows(WAITING_BYTES)):
             self.bg += rate * (self.waiting.popleft() - self.bg)
         return e
+
+    def _rows(self, budget: int) -> int:
+        """How many frames of per-place evidence (float32, one value a place) fit in ``budget`` bytes."""
+        return budget // (4 * max(1, len(self.xy)))
 
     def _verified(self, e: Embedding, s: np.ndarray) -> np.ndarray:
         """The similarities ``s`` with the ``verify_top`` highest handed out again to the same places in the order

@@ -63,8 +63,8 @@ class SequenceFilter(MapFilter):
         self.hist.clear()
         # (evidence, map-frame odometry sum) of the last alias_memory frames, at least alias_window; beyond the
         # window at most TRACK_BYTES of evidence rows (a million-place map keeps the window alone)
-        rows = TRACK_BYTES // (4 * max(1, len(self.xy)))
-        self.track: deque = deque(maxlen=max(1, self.p.alias_window, min(int(self.p.alias_memory), rows)))
+        rows = min(int(self.p.alias_memory), self._rows(TRACK_BYTES))
+        self.track: deque = deque(maxlen=max(1, self.p.alias_window, rows))
         self.track_odo = np.zeros(2)
         self.alias_wins = 0
         self.alt = None  # the alternative hypothesis: (position, turn, score)
